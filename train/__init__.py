@@ -1,0 +1,1 @@
+"""Training and evaluation of the flower classifier and the colorizer (PyTorch)."""

@@ -1,0 +1,147 @@
+"""Flowers-102 (torchvision layout) and plain image folders, decoded once into a uint8 array cache.
+
+Decoding ~6.5k JPEGs every epoch costs as much CPU as a small model's forward pass, so images are
+resized (shorter side) and centre-cropped to a square once, kept in memory and cached as .npy.
+"""
+
+import csv
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+from tqdm import tqdm
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+PACKAGED_SEED_SPLIT = Path(__file__).with_name("seed_split.csv")
+SUBSETS = ("train", "valid", "test")
+
+
+class DataError(Exception):
+    """A data folder or file that cannot be used; the message is shown to the user as one line."""
+
+
+def flowers_dir(data_root) -> Path:
+    """Accept torchvision's root (the folder holding flowers-102/) or flowers-102/ itself."""
+    root = Path(data_root).expanduser()
+    if (root / "flowers-102").is_dir():
+        return root / "flowers-102"
+    if root.name == "flowers-102" and root.is_dir():
+        return root
+    raise DataError(f"no flowers-102/ folder in {root} (pass the folder that holds flowers-102/, or use --download)")
+
+
+def download_flowers(data_root) -> None:
+    """Opt-in: fetch the original dataset with torchvision (needs internet)."""
+    import torchvision
+
+    for split in ("train", "val", "test"):
+        torchvision.datasets.Flowers102(root=str(data_root), split=split, download=True)
+
+
+def _seed_split_rows(folder: Path):
+    path = folder / "seed_split.csv"
+    if not path.is_file():
+        path = PACKAGED_SEED_SPLIT
+    with open(path, newline="") as f:
+        return [(row["image"], int(row["label"]) - 1, row["split"]) for row in csv.DictReader(f)]
+
+
+def _official_split_rows(folder: Path):
+    from scipy.io import loadmat
+
+    for name in ("imagelabels.mat", "setid.mat"):
+        if not (folder / name).is_file():
+            raise DataError(f"missing {folder / name} (needed for --split official)")
+    labels = loadmat(folder / "imagelabels.mat")["labels"].ravel()
+    setid = loadmat(folder / "setid.mat")
+    rows = []
+    for key, subset in (("trnid", "train"), ("valid", "valid"), ("tstid", "test")):
+        for image_id in setid[key].ravel():
+            rows.append((f"image_{int(image_id):05d}.jpg", int(labels[image_id - 1]) - 1, subset))
+    return rows
+
+
+def flowers_subset(data_root, subset: str, split: str = "seed", limit: int | None = None):
+    """-> (list of image paths, list of 0-based labels) for one subset of the seed or official split."""
+    if subset not in SUBSETS:
+        raise DataError(f"unknown subset {subset!r}; choose from {', '.join(SUBSETS)}")
+    folder = flowers_dir(data_root)
+    if split == "seed":
+        rows = _seed_split_rows(folder)
+    elif split == "official":
+        rows = _official_split_rows(folder)
+    else:
+        raise DataError(f"unknown split {split!r}; choose seed or official")
+    rows = [r for r in rows if r[2] == subset]
+    if limit:
+        rows = _spread(rows, limit)
+    paths = [folder / "jpg" / name for name, _, _ in rows]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise DataError(
+            f"{len(missing)} of {len(paths)} {subset} images are missing under {folder / 'jpg'} "
+            f"(first: {missing[0].name})"
+        )
+    return paths, [label for _, label, _ in rows]
+
+
+def _spread(rows, limit):
+    """An evenly spaced subset, so a small limit still covers many classes."""
+    if limit >= len(rows):
+        return rows
+    step = len(rows) / limit
+    return [rows[int(i * step)] for i in range(limit)]
+
+
+def find_images(folder, limit: int | None = None):
+    """All images under a folder, recursively, sorted (for training on a user's own photos)."""
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise DataError(f"image folder not found: {folder}")
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not paths:
+        raise DataError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found under {folder}")
+    if limit:
+        paths = [paths[int(i * len(paths) / limit)] for i in range(min(limit, len(paths)))]
+    return paths
+
+
+def load_square_rgb(path, size: int) -> np.ndarray:
+    """Decode one image (EXIF-rotated, any mode) -> uint8 RGB, shorter side resized to size, centre crop."""
+    with Image.open(path) as image:
+        image = ImageOps.exif_transpose(image).convert("RGB")
+        image = ImageOps.fit(image, (size, size), method=Image.Resampling.BICUBIC)
+        return np.asarray(image, dtype=np.uint8)
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("FLOWERCOLOR_CACHE", Path.home() / ".cache" / "flower-colorization"))
+
+
+def load_image_array(paths, size: int, cache_dir=None, desc: str = "decoding") -> np.ndarray:
+    """uint8 [N, size, size, 3]; cached under cache_dir keyed by the file list, sizes, mtimes and size."""
+    paths = [Path(p) for p in paths]
+    key = hashlib.sha256()
+    for p in paths:
+        stat = p.stat()
+        key.update(f"{p.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    key.update(f"size={size}".encode())
+    cache_file = None
+    if cache_dir is not None:
+        cache_file = Path(cache_dir) / f"images-{size}-{len(paths)}-{key.hexdigest()[:16]}.npy"
+        if cache_file.is_file():
+            return np.load(cache_file, mmap_mode="r")
+    array = np.empty((len(paths), size, size, 3), dtype=np.uint8)
+    for i, path in enumerate(tqdm(paths, desc=desc, unit="img", leave=False, mininterval=2.0)):
+        try:
+            array[i] = load_square_rgb(path, size)
+        except OSError as exc:
+            raise DataError(f"cannot read image {path}: {exc}") from exc
+    if cache_file is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_suffix(f".tmp{os.getpid()}.npy")
+        np.save(tmp, array)
+        os.replace(tmp, cache_file)
+    return array

@@ -1,0 +1,199 @@
+"""What every training script shares: device and precision choice, torchrun/DDP, seeding,
+atomic checkpoints, resumable state and the per-epoch JSON log."""
+
+import contextlib
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+
+# ---------------------------------------------------------------- device, precision, distribution
+def distributed_env() -> tuple[int, int, int]:
+    """(rank, world_size, local_rank) as torchrun sets them; (0, 1, 0) when run plainly."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+
+
+def setup_device(requested: str = "auto") -> torch.device:
+    """Pick cuda, mps or cpu and, under torchrun, join the process group (nccl on CUDA, gloo on CPU)."""
+    rank, world_size, local_rank = distributed_env()
+    if requested == "auto":
+        if torch.cuda.is_available():
+            requested = "cuda"
+        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            requested = "mps"
+        else:
+            requested = "cpu"
+    device = torch.device(f"cuda:{local_rank}" if requested == "cuda" else requested)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+def is_main_process() -> bool:
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def cleanup_distributed() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def autocast_dtype(device: torch.device, amp: str):
+    """The autocast dtype for --amp: bf16 on CPUs with native bf16 (AMX/AVX512-BF16) and on modern
+    GPUs, fp16 on older GPUs; None means full fp32."""
+    if amp == "off" or device.type == "mps":
+        return None
+    if amp == "fp16":
+        return torch.float16
+    if amp == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cpu_has_fast_bf16() else None
+
+
+def cpu_has_fast_bf16() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def autocast(device: torch.device, dtype):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def make_grad_scaler(device: torch.device, dtype):
+    """Loss scaling is only needed for fp16."""
+    return torch.amp.GradScaler(device.type, enabled=dtype == torch.float16 and device.type == "cuda")
+
+
+def seed_everything(seed: int) -> None:
+    rank, _, _ = distributed_env()
+    random.seed(seed + rank)
+    np.random.seed(seed + rank)
+    torch.manual_seed(seed + rank)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def wrap_distributed(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    if not dist.is_initialized():
+        return model
+    if device.type == "cuda":
+        return torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index])
+    return torch.nn.parallel.DistributedDataParallel(model)
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float):
+    """No weight decay on norms and biases: it only fights their scale."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def warmup_cosine(optimizer, total_steps: int, warmup_steps: int):
+    def factor(step):
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + np.cos(np.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+# ---------------------------------------------------------------- files
+def atomic_save(obj, path) -> None:
+    """torch.save to a temp file beside the target, then rename: a kill never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path, map_location="cpu") -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def half_state_dict(model: torch.nn.Module) -> dict:
+    """Float tensors in fp16 for shipping: half the size, and load_state_dict casts back."""
+    return {k: (v.half() if v.is_floating_point() else v) for k, v in unwrap(model).state_dict().items()}
+
+
+def rng_state() -> dict:
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
+        "python": list(random.getstate()[1]),
+    }
+
+
+def restore_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), 624, 0, 0.0))
+    random.setstate((3, tuple(state["python"]), None))
+
+
+class EpochLog:
+    """One JSON object per epoch appended to a .jsonl file (rank 0 only)."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    def append(self, record: dict) -> None:
+        if not is_main_process():
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def read(self) -> list[dict]:
+        if not self.path.is_file():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+
+class Timer:
+    def __init__(self):
+        self.start = time.perf_counter()
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start
+
+
+def fail(message: str, code: int = 2):
+    """One clear line on stderr and an exit code, never a traceback."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def vars_for_checkpoint(args) -> dict:
+    """argparse namespace -> a dict of plain values that weights_only loading accepts."""
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"}
