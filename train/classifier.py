@@ -15,31 +15,18 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 from torchvision.transforms import v2
 from tqdm import tqdm
 
 from train import data as flowers
 from train import engine
+from train.data import ImageArrayDataset
 from train.lab import L_CENTER, L_SCALE, normalize_l, uint8_rgb_to_lab
 from train.models.classifier import resnet18_gray
 
 CROP_RATIO = 0.875  # evaluation: shorter side to size / 0.875, centre crop to size (the ImageNet habit)
-
-
-class ImageArrayDataset(Dataset):
-    """uint8 HWC images in memory -> (uint8 CHW tensor after the transform, label)."""
-
-    def __init__(self, images, labels, transform):
-        self.images, self.labels, self.transform = images, labels, transform
-
-    def __len__(self):
-        return len(self.images)
-
-    def __getitem__(self, i):
-        image = torch.from_numpy(self.images[i].copy()).permute(2, 0, 1)
-        return self.transform(image), self.labels[i]
 
 
 def stored_size(image_size: int) -> int:

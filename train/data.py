@@ -10,7 +10,9 @@ import os
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -145,3 +147,17 @@ def load_image_array(paths, size: int, cache_dir=None, desc: str = "decoding") -
         np.save(tmp, array)
         os.replace(tmp, cache_file)
     return array
+
+
+class ImageArrayDataset(Dataset):
+    """uint8 HWC images in memory -> (uint8 CHW tensor after the transform, label or 0)."""
+
+    def __init__(self, images, labels, transform):
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        image = torch.from_numpy(np.array(self.images[i])).permute(2, 0, 1)
+        return self.transform(image), (self.labels[i] if self.labels is not None else 0)

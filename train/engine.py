@@ -2,6 +2,7 @@
 atomic checkpoints, resumable state and the per-epoch JSON log."""
 
 import contextlib
+import math
 import json
 import os
 import random
@@ -120,7 +121,7 @@ def warmup_cosine(optimizer, total_steps: int, warmup_steps: int):
         if step < warmup_steps:
             return (step + 1) / warmup_steps
         progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1.0 + np.cos(np.pi * min(1.0, progress)))
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 

@@ -1,0 +1,331 @@
+"""Train and evaluate the colorizers.
+
+    python -m train.colorizer fit --data ../shared/data --classifier checkpoints/classifier.pt [--preset default|seed]
+    python -m train.colorizer fit --images ~/my-photos --classifier checkpoints/classifier.pt     # your own domain
+    python -m train.colorizer evaluate --checkpoint checkpoints/colorizer.pt --data ../shared/data --subset test --json
+    python -m train.colorizer evaluate --onnx checkpoints/colorizer.onnx --data ../shared/data --grid grid.png \
+        --grid-with checkpoints/seed-colorizer.onnx
+
+Presets: `seed` is the student project's model #1 (MSE, SGD 0.01 Nesterov, constant rate; full-range tanh head
+instead of its Sigmoid); `default` is ours (skip-connected decoder, rebalanced classification over ab bins,
+annealed-mean decoding). Both start from the flower classifier's encoder unless --encoder-init none.
+"""
+
+import argparse
+import hashlib
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
+from torchvision.transforms import v2
+from tqdm import tqdm
+
+from train import data as flowers
+from train import engine, evaluation, losses
+from train.data import ImageArrayDataset
+from train.lab import AB_SCALE, L_CENTER, L_SCALE, normalize_l, uint8_rgb_to_lab
+from train.models import build_colorizer, load_colorizer
+
+VERSION = "0.1.0"
+STORED_RATIO = 1.25  # images are cached with shorter side image_size * 1.25 and randomly cropped to image_size
+
+PRESET_DEFAULTS = {
+    # the seed's recipe, as written in its notebook
+    "seed": {"optimizer": "sgd", "lr": 0.01, "weight_decay": 1e-5, "schedule": "constant"},
+    "default": {"optimizer": "adamw", "lr": 5e-4, "weight_decay": 1e-4, "schedule": "cosine"},
+}
+
+
+def lab_batch(images_uint8: torch.Tensor, device):
+    """uint8 RGB batch -> (normalised L [N,1,H,W] channels-last, true ab [N,2,H,W])."""
+    lab = uint8_rgb_to_lab(images_uint8.to(device, non_blocking=True))
+    return normalize_l(lab[:, :1]).contiguous(memory_format=torch.channels_last), lab[:, 1:]
+
+
+def training_paths(args):
+    if args.images:
+        return flowers.find_images(args.images, limit=args.limit), f"images under {args.images}"
+    paths, _ = flowers.flowers_subset(args.data, "train", args.split, limit=args.limit)
+    return paths, f"Flowers-102 {args.split} split, train subset ({len(paths)} images)"
+
+
+def file_sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def compute_loss(model, preset, inputs, true_ab):
+    output = model(inputs)
+    if preset == "seed":
+        return losses.seed_mse(output, true_ab)
+    core = engine.unwrap(model)
+    return losses.rebalanced_bin_loss(output, true_ab, core.bins, core.bin_weights)
+
+
+def fit(args):
+    device = engine.setup_device(args.device)
+    _, world_size, _ = engine.distributed_env()
+    engine.seed_everything(args.seed)
+    amp_dtype = engine.autocast_dtype(device, args.amp)
+    recipe = {**PRESET_DEFAULTS[args.preset], **{k: v for k, v in (("lr", args.lr),) if v is not None}}
+    run_dir = Path(args.run_dir)
+    state_path, log = run_dir / "last.pt", engine.EpochLog(run_dir / "log.jsonl")
+    input_size = args.input_size or int(round(args.image_size * STORED_RATIO))
+
+    encoder_state, classifier_meta = None, {}
+    if args.encoder_init == "classifier":
+        if args.classifier is None:
+            raise flowers.DataError("--encoder-init classifier needs --classifier PATH (or pass --encoder-init none)")
+        classifier = engine.load_checkpoint(args.classifier)
+        encoder_state = {k: v.float() for k, v in classifier["model"].items()}
+        classifier_meta = {k: classifier.get("meta", {}).get(k) for k in ("valid_top1", "image_size", "epochs_trained")}
+        classifier_meta["sha256"] = file_sha256(args.classifier)
+
+    paths, training_data = training_paths(args)
+    images = flowers.load_image_array(paths, int(round(args.image_size * STORED_RATIO)), args.cache_dir, desc="decoding train")
+    valid_paths = []
+    if args.data and args.valid_images > 0:
+        valid_paths, _ = flowers.flowers_subset(args.data, "valid", args.split, limit=args.valid_images)
+
+    transform = v2.Compose(
+        [v2.RandomResizedCrop(args.image_size, scale=(0.4, 1.0), antialias=True), v2.RandomHorizontalFlip()]
+    )
+    train_set = ImageArrayDataset(images, None, transform)
+    sampler = DistributedSampler(train_set, seed=args.seed, drop_last=True) if world_size > 1 else None
+    per_rank_batch = max(1, args.batch_size // world_size)
+    loader = DataLoader(
+        train_set,
+        batch_size=per_rank_batch,
+        shuffle=sampler is None,
+        sampler=sampler,
+        drop_last=len(train_set) >= per_rank_batch * world_size,
+        num_workers=args.workers,
+        persistent_workers=args.workers > 0,
+    )
+
+    model_kwargs = {"temperature": args.temperature} if args.preset == "default" else {}
+    model = build_colorizer(args.preset, encoder_state, **model_kwargs)
+    if args.preset == "default":
+        model_kwargs["num_bins"] = len(model.bins)
+        model.bin_weights.copy_(class_rebalancing(images, model.bins, args.batch_size))
+    model = model.to(device, memory_format=torch.channels_last)
+
+    if recipe["optimizer"] == "sgd":
+        optimizer = torch.optim.SGD(
+            model.parameters(), lr=recipe["lr"], momentum=0.9, nesterov=True, weight_decay=recipe["weight_decay"]
+        )
+    else:
+        optimizer = torch.optim.AdamW(engine.param_groups(model, recipe["weight_decay"]), lr=recipe["lr"])
+    steps_per_epoch = max(1, len(loader))
+    if recipe["schedule"] == "cosine":
+        scheduler = engine.warmup_cosine(optimizer, args.epochs * steps_per_epoch, steps_per_epoch // 2 + 1)
+    else:
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    scaler = engine.make_grad_scaler(device, amp_dtype)
+    start_epoch = 0
+    if args.resume and state_path.is_file():
+        state = engine.load_checkpoint(state_path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        engine.restore_rng_state(state["rng"])
+        start_epoch = state["epoch"] + 1
+        if engine.is_main_process():
+            print(f"resumed from {state_path} at epoch {start_epoch}", file=sys.stderr)
+
+    ddp_model = engine.wrap_distributed(model, device)
+    meta = {
+        "preset": args.preset,
+        "model_kwargs": model_kwargs,
+        "version": VERSION,
+        "input_size": input_size,
+        "size_multiple": 32,
+        "training_data": training_data,
+        "train_image_size": args.image_size,
+        "encoder_init": args.encoder_init,
+        "classifier": classifier_meta,
+        "recipe": {**recipe, "batch_size": args.batch_size, "epochs": args.epochs, "amp": str(amp_dtype)},
+        "l_center": L_CENTER,
+        "l_scale": L_SCALE,
+        "ab_scale": AB_SCALE,
+    }
+    for epoch in range(start_epoch, args.epochs):
+        timer = engine.Timer()
+        ddp_model.train()
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        loss_sum = seen = 0
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False, disable=not engine.is_main_process())
+        for batch, _ in bar:
+            inputs, true_ab = lab_batch(batch, device)
+            with engine.autocast(device, amp_dtype):
+                loss = compute_loss(ddp_model, args.preset, inputs, true_ab)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            if not math.isfinite(loss.item()):
+                engine.fail(f"loss is {loss.item()} at epoch {epoch + 1}; lower --lr", code=1)
+            loss_sum += loss.item() * batch.shape[0]
+            seen += batch.shape[0]
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
+
+        if engine.is_main_process():
+            record = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "lr": optimizer.param_groups[0]["lr"]}
+            if valid_paths:
+                model.eval()
+                result = evaluation.evaluate_colorizer(
+                    evaluation.torch_predictor(model, device), valid_paths, input_size, progress=False
+                )
+                model.to(memory_format=torch.channels_last)
+                record.update({f"valid_{k}": result[k] for k in ("psnr", "ssim", "colorfulness_ratio", "auc")})
+            record["seconds"] = round(timer.seconds(), 1)
+            log.append(record)
+            print(json.dumps(record), file=sys.stderr)
+            meta.update(epochs_trained=epoch + 1, valid=record)
+            engine.atomic_save({"model": engine.half_state_dict(model), "meta": dict(meta)}, args.out)
+            engine.atomic_save(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "epoch": epoch,
+                    "rng": engine.rng_state(),
+                    "args": engine.vars_for_checkpoint(args),
+                },
+                state_path,
+            )
+        engine.barrier()
+    if engine.is_main_process():
+        print(f"colorizer ({args.preset}) at {args.out}; log at {log.path}", file=sys.stderr)
+    engine.cleanup_distributed()
+
+
+def class_rebalancing(images, bins, batch_size) -> torch.Tensor:
+    """Rebalancing weights from the ab distribution of the training images (at 1/4 resolution, like the logits)."""
+
+    def ab_batches():
+        for start in tqdm(range(0, len(images), batch_size * 4), desc="colour prior", leave=False):
+            batch = torch.from_numpy(np.array(images[start : start + batch_size * 4])).permute(0, 3, 1, 2)
+            ab = uint8_rgb_to_lab(batch)[:, 1:]
+            yield torch.nn.functional.avg_pool2d(ab, 4)
+
+    return losses.rebalancing_weights(ab_batches(), bins)
+
+
+def load_predictor(path, device, temperature=None):
+    """A .pt checkpoint or an .onnx file -> (predict_ab, input_size, label)."""
+    path = Path(path)
+    if path.suffix == ".onnx":
+        predict_ab, metadata = evaluation.onnx_predictor(path, "cuda" if device.type == "cuda" else "cpu")
+        return predict_ab, int(metadata.get("input_size", 256)), metadata.get("preset", path.stem)
+    model, meta = load_colorizer(path)
+    if temperature is not None and hasattr(model, "temperature"):
+        model.temperature.fill_(temperature)
+    return evaluation.torch_predictor(model, device), int(meta.get("input_size", 256)), meta["preset"]
+
+
+def evaluate(args):
+    device = engine.setup_device(args.device)
+    predict_ab, input_size, label = load_predictor(args.checkpoint or args.onnx, device, args.temperature)
+    input_size = args.input_size or input_size
+    paths, _ = flowers.flowers_subset(args.data, args.subset, args.split, limit=args.limit)
+    keep = args.grid_images if args.grid else 0
+    result = evaluation.evaluate_colorizer(predict_ab, paths, input_size, size=args.size, keep=keep)
+    result.update(subset=args.subset, split=args.split, model=str(args.checkpoint or args.onnx), preset=label)
+    if args.grid:
+        write_comparison_grid(args, result.pop("pairs"), label, device)
+    print(evaluation.format_table(result, label), file=sys.stderr if args.json else sys.stdout)
+    if args.json:
+        print(evaluation.json_line(result))
+
+
+def write_comparison_grid(args, pairs, label, device):
+    """gray input | --grid-with model | this model | ground truth."""
+    from skimage.color import rgb2lab
+
+    truths = [truth for truth, _ in pairs]
+    columns = [("gray input", [evaluation.gray_rgb(rgb2lab(t)) for t in truths])]
+    if args.grid_with:
+        other, other_size, other_label = load_predictor(args.grid_with, device)
+        columns.append((other_label, [evaluation.colorize_rgb(other, t, other_size)[0] for t in truths]))
+    columns += [(label, [prediction for _, prediction in pairs]), ("ground truth", truths)]
+    evaluation.write_grid(args.grid, columns)
+    print(f"grid written to {args.grid}", file=sys.stderr)
+
+
+def get_args_parser():
+    parser = argparse.ArgumentParser(description="Train and evaluate the colorizers", prog="python -m train.colorizer")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p):
+        p.add_argument("--split", default="seed", choices=["seed", "official"])
+        p.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
+        p.add_argument("--cache-dir", type=Path, default=flowers.default_cache_dir(), help="decoded-image cache")
+        p.add_argument("--limit", type=int, default=None, help="use only this many images (smoke tests)")
+
+    f = sub.add_parser("fit", help="train a colorizer (or --resume)")
+    common(f)
+    f.add_argument("--data", type=Path, help="folder that holds flowers-102/ (train on the split's train subset)")
+    f.add_argument("--images", type=Path, help="any folder of photos, recursive, no labels (your own domain)")
+    f.add_argument("--classifier", type=Path, help="classifier checkpoint whose encoder initialises the colorizer")
+    f.add_argument("--preset", default="default", choices=sorted(PRESET_DEFAULTS))
+    f.add_argument("--encoder-init", default="classifier", choices=["classifier", "none"])
+    f.add_argument("--epochs", type=int, default=30)
+    f.add_argument("--image-size", type=int, default=128, help="training crop size")
+    f.add_argument("--input-size", type=int, default=None, help="preferred inference size (default 1.25 x crop)")
+    f.add_argument("--batch-size", type=int, default=32)
+    f.add_argument("--lr", type=float, default=None, help="default: the preset's")
+    f.add_argument("--temperature", type=float, default=0.38, help="annealed-mean temperature (default preset)")
+    f.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"])
+    f.add_argument("--workers", type=int, default=1)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--valid-images", type=int, default=200, help="valid images scored after each epoch (0: none)")
+    f.add_argument("--out", type=Path, default=Path("checkpoints/colorizer.pt"))
+    f.add_argument("--run-dir", type=Path, default=Path("runs/colorizer"), help="resumable state and log.jsonl")
+    f.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+    f.set_defaults(func=fit)
+
+    e = sub.add_parser("evaluate", help="PSNR, SSIM, colourfulness and AuC on a subset, against the gray baseline")
+    common(e)
+    source = e.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", type=Path)
+    source.add_argument("--onnx", type=Path)
+    e.add_argument("--data", type=Path, required=True, help="folder that holds flowers-102/")
+    e.add_argument("--subset", default="test", choices=list(flowers.SUBSETS))
+    e.add_argument("--size", type=int, default=256, help="every image is resized to size x size")
+    e.add_argument("--input-size", type=int, default=None, help="model input size (default: the model's own)")
+    e.add_argument("--temperature", type=float, default=None, help="override the annealed-mean temperature (.pt)")
+    e.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    e.add_argument("--grid", type=Path, help="write gray | --grid-with | model | truth for a few images")
+    e.add_argument("--grid-with", type=Path, help="a second model (.pt or .onnx) for the grid, e.g. the seed preset")
+    e.add_argument("--grid-images", type=int, default=6)
+    e.set_defaults(func=evaluate)
+    return parser
+
+
+def main(argv=None):
+    args = get_args_parser().parse_args(argv)
+    if args.command == "fit" and not (args.data or args.images):
+        engine.fail("fit needs --data (Flowers-102) or --images (a folder of photos)")
+    try:
+        args.func(args)
+    except (flowers.DataError, FileNotFoundError, ValueError) as exc:
+        engine.fail(str(exc))
+    except KeyboardInterrupt:
+        engine.fail("interrupted; run again with --resume to continue", code=130)
+
+
+if __name__ == "__main__":
+    main()
