@@ -141,6 +141,16 @@ def test_colorizer_fit_and_evaluate(tiny_data, tmp_path, preset):
     assert 5.0 < scores["psnr"] < 60.0 and 0.0 <= scores["auc"] <= 1.0
     assert (tmp_path / "grid.png").stat().st_size > 0
 
+    run("train.colorizer", "tune", "--checkpoint", tmp_path / "colorizer.pt", "--data", tiny_data, "--input-sizes",
+        "32,64", "--temperatures", "0.2,1.0", "--min-colorfulness", "0", "--out", tmp_path / "tuned.pt")
+    tuned = load_checkpoint(tmp_path / "tuned.pt")
+    chosen = tuned["meta"]["tuning"]["chosen"]
+    assert tuned["meta"]["input_size"] == chosen["input_size"] in (32, 64)
+    assert chosen["psnr"] == max(row["psnr"] for row in tuned["meta"]["tuning"]["table"])
+    if preset == "default":
+        assert len(tuned["meta"]["tuning"]["table"]) == 4
+        assert float(tuned["model"]["temperature"]) == chosen["temperature"]
+
 
 def test_colorizer_fit_on_a_plain_image_folder(tiny_data, tmp_path):
     run("train.colorizer", "fit", "--images", tiny_data / "flowers-102" / "jpg", "--encoder-init", "none",

@@ -251,6 +251,37 @@ def evaluate(args):
         print(evaluation.json_line(result))
 
 
+def tune(args):
+    """Choose the inference input size and (default preset) the annealed-mean temperature on the valid
+    subset: the highest PSNR whose colourfulness ratio reaches --min-colorfulness. Writes the choice into
+    the checkpoint (in place unless --out), with the table it was chosen from."""
+    device = engine.setup_device(args.device)
+    checkpoint = engine.load_checkpoint(args.checkpoint)
+    model, meta = load_colorizer(args.checkpoint)
+    paths, _ = flowers.flowers_subset(args.data, "valid", args.split, limit=args.limit)
+    temperatures = args.temperatures if hasattr(model, "temperature") else [None]
+    table = []
+    for input_size in args.input_sizes:
+        for temperature in temperatures:
+            if temperature is not None:
+                model.temperature.fill_(temperature)
+            result = evaluation.evaluate_colorizer(evaluation.torch_predictor(model, device), paths, input_size)
+            row = {"input_size": input_size, "temperature": temperature}
+            row.update({k: round(result[k], 4) for k in ("psnr", "ssim", "colorfulness_ratio", "auc")})
+            table.append(row)
+            print(json.dumps(row), file=sys.stderr)
+    eligible = [r for r in table if r["colorfulness_ratio"] >= args.min_colorfulness] or table
+    best = max(eligible, key=lambda r: r["psnr"])
+    meta = dict(meta, input_size=best["input_size"], tuning={"subset": "valid", "images": len(paths),
+                "min_colorfulness": args.min_colorfulness, "chosen": best, "table": table})
+    state = dict(checkpoint["model"])
+    if best["temperature"] is not None:
+        state["temperature"] = torch.tensor(float(best["temperature"]))
+        meta["model_kwargs"] = dict(meta.get("model_kwargs", {}), temperature=best["temperature"])
+    engine.atomic_save({"model": state, "meta": meta}, args.out or args.checkpoint)
+    print(f"chosen on valid: {json.dumps(best)} -> {args.out or args.checkpoint}")
+
+
 def write_comparison_grid(args, pairs, label, device):
     """gray input | --grid-with model | this model | ground truth."""
     from skimage.color import rgb2lab
@@ -312,6 +343,16 @@ def get_args_parser():
     e.add_argument("--grid-with", type=Path, help="a second model (.pt or .onnx) for the grid, e.g. the seed preset")
     e.add_argument("--grid-images", type=int, default=6)
     e.set_defaults(func=evaluate)
+
+    t = sub.add_parser("tune", help="choose input size and temperature on the valid subset; store them")
+    common(t)
+    t.add_argument("--checkpoint", type=Path, required=True)
+    t.add_argument("--data", type=Path, required=True, help="folder that holds flowers-102/")
+    t.add_argument("--input-sizes", type=lambda s: [int(v) for v in s.split(",")], default=[128, 160, 224])
+    t.add_argument("--temperatures", type=lambda s: [float(v) for v in s.split(",")], default=[0.38])
+    t.add_argument("--min-colorfulness", type=float, default=0.9, help="colourfulness ratio the choice must reach")
+    t.add_argument("--out", type=Path, help="default: update the checkpoint in place")
+    t.set_defaults(func=tune)
     return parser
 
 
