@@ -1,0 +1,194 @@
+"""runtime.model and runtime.color: model resolution, providers, contract checks, Lab maths and the merge."""
+
+import json
+
+import cv2
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper
+from skimage.color import lab2rgb, rgb2lab
+
+from runtime import ColorizerModel, ModelError, ProviderError, color, model as runtime_model, resolve_model
+from tests.onnx_fixtures import make_tiny_colorizer
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    return make_tiny_colorizer(tmp_path / "tiny.onnx")
+
+
+def textured_image(height=96, width=128, seed=0):
+    """Smooth colour gradients plus fine detail, so a merge that loses full-res L shows up."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    base = np.stack([x / width, y / height, 0.5 + 0.4 * np.sin(x / 7.0)], axis=2) * 200 + 20
+    detail = ((x // 2 + y // 2) % 2)[..., None] * 30
+    return np.clip(base + detail + rng.normal(0, 3, base.shape), 0, 255).astype(np.uint8)
+
+
+# ---------------------------------------------------------------- resolving and loading models
+
+def test_resolve_model_shipped_names_and_paths(tmp_path, monkeypatch):
+    shipped = tmp_path / "checkpoints"
+    shipped.mkdir()
+    for name in ("colorizer", "colorizer-int8", "seed-colorizer"):
+        make_tiny_colorizer(shipped / f"{name}.onnx")
+    monkeypatch.setattr(runtime_model, "REPO_CHECKPOINTS", shipped)
+    assert resolve_model(None) == shipped / "colorizer.onnx"
+    assert resolve_model("colorizer-int8") == shipped / "colorizer-int8.onnx"
+    assert resolve_model("seed-colorizer.onnx") == shipped / "seed-colorizer.onnx"
+    own = make_tiny_colorizer(tmp_path / "mine.onnx")
+    assert resolve_model(own) == tmp_path / "mine.onnx"
+    with pytest.raises(ModelError, match="colorizer-fp16"):
+        resolve_model("colorizer-fp16")  # a shipped name that is not shipped here
+    with pytest.raises(ModelError, match="not found"):
+        resolve_model(tmp_path / "missing.onnx")
+
+
+def test_model_loads_with_metadata(tiny):
+    model = ColorizerModel(tiny, provider="cpu")
+    assert model.provider == "CPUExecutionProvider"
+    assert model.input_size == 64 and model.size_multiple == 1
+    assert model.metadata["precision"] == "fp32"
+    assert ColorizerModel(tiny, provider="cpu", size=40).input_size == 40
+
+
+def test_model_size_keeps_aspect_and_multiple(tmp_path):
+    path = make_tiny_colorizer(tmp_path / "m.onnx", input_size=160, metadata={"size_multiple": "32"})
+    model = ColorizerModel(path, provider="cpu")
+    assert model.model_size(480, 640) == (160, 224)  # 213.3 -> 224
+    assert model.model_size(1080, 1920) == (160, 288)  # 284.4 -> 288
+    assert model.model_size(2000, 500) == (640, 160)
+    full, small = model.prepare(textured_image(480, 640))
+    assert full.shape == (480, 640) and small.shape == (1, 1, 160, 224) and small.dtype == np.float32
+
+
+def test_predict_ab_matches_the_graph_by_hand(tiny):
+    """The tiny graph is ab = 60 tanh(conv3x3((L - 50) / 50)); recompute it with OpenCV."""
+    weights = {t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(tiny).graph.initializer}
+    rng = np.random.default_rng(3)
+    lightness = rng.uniform(0, 100, (2, 1, 20, 30)).astype(np.float32)
+    ab = ColorizerModel(tiny, provider="cpu").predict_ab(lightness)
+    assert ab.shape == (2, 2, 20, 30) and ab.dtype == np.float32
+    for n in range(2):
+        normalised = (lightness[n, 0] - 50.0) / 50.0
+        for channel in range(2):
+            conv = cv2.filter2D(normalised, -1, weights["conv_w"][channel, 0], borderType=cv2.BORDER_CONSTANT)
+            expected = 60.0 * np.tanh(conv + weights["conv_b"][channel])
+            np.testing.assert_allclose(ab[n, channel], expected, atol=1e-3)
+
+
+@pytest.mark.parametrize("content", [b"", b"this is not an onnx file", None])
+def test_malformed_model_file_is_a_model_error(tmp_path, content):
+    path = tmp_path / "bad.onnx"
+    if content is None:
+        path = tmp_path / "missing.onnx"
+    else:
+        path.write_bytes(content)
+    with pytest.raises(ModelError):
+        ColorizerModel(path, provider="cpu")
+
+
+def off_contract_model(path, input_name="x", metadata=None):
+    node = helper.make_node("Concat", [input_name, input_name], ["ab"], axis=1)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info(input_name, TensorProto.FLOAT,
+                                                                          ["N", 1, "H", "W"])],
+                              [helper.make_tensor_value_info("ab", TensorProto.FLOAT, ["N", 2, "H", "W"])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    helper.set_model_props(model, metadata or {"input_size": "64"})
+    onnx.save(model, str(path))
+    return path
+
+
+def test_model_off_contract_or_without_size_is_rejected(tmp_path):
+    with pytest.raises(ModelError, match="contract"):
+        ColorizerModel(off_contract_model(tmp_path / "a.onnx", input_name="x"), provider="cpu")
+    with pytest.raises(ModelError, match="input_size"):
+        ColorizerModel(off_contract_model(tmp_path / "b.onnx", "L", metadata={"version": "1"}), provider="cpu")
+    with pytest.raises(ModelError, match="not an integer"):
+        ColorizerModel(off_contract_model(tmp_path / "c.onnx", "L", metadata={"input_size": "big"}), provider="cpu")
+    # an explicit size makes the missing metadata fine
+    assert ColorizerModel(tmp_path / "b.onnx", provider="cpu", size=32).input_size == 32
+
+
+def test_provider_selection(tiny):
+    available = ort.get_available_providers()
+    auto = ColorizerModel(tiny, provider="auto")
+    cuda_here = "CUDAExecutionProvider" in available
+    assert auto.provider in (("CUDAExecutionProvider", "CPUExecutionProvider") if cuda_here
+                             else ("CPUExecutionProvider",))
+    assert ColorizerModel(tiny, provider="cpu").provider == "CPUExecutionProvider"
+    with pytest.raises(ProviderError, match="unknown provider"):
+        ColorizerModel(tiny, provider="npu")
+
+
+@pytest.mark.parametrize("provider,ort_name", [("cuda", "CUDAExecutionProvider"),
+                                               ("tensorrt", "TensorrtExecutionProvider")])
+def test_unavailable_gpu_provider_is_an_error_not_a_fallback(tiny, provider, ort_name):
+    if ort_name in ort.get_available_providers():
+        pytest.skip(f"{ort_name} is built into this onnxruntime; the no-fallback case needs a CPU-only build")
+    with pytest.raises(ProviderError, match=provider):
+        ColorizerModel(tiny, provider=provider)
+
+
+# ---------------------------------------------------------------- colour maths
+
+def test_lightness_matches_skimage():
+    rng = np.random.default_rng(0)
+    rgb8 = rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)
+    expected = rgb2lab(rgb8)[..., 0]
+    np.testing.assert_allclose(color.lightness(rgb8[..., ::-1].copy()), expected, atol=1e-3)
+    rgb16 = rng.integers(0, 65536, (32, 40, 3), dtype=np.uint16)
+    np.testing.assert_allclose(color.lightness(rgb16[..., ::-1].copy()), rgb2lab(rgb16 / 65535.0)[..., 0],
+                               atol=1e-3)
+    gray = rng.integers(0, 256, (30, 20), dtype=np.uint8)
+    np.testing.assert_allclose(color.lightness(gray), rgb2lab(np.repeat(gray[..., None], 3, 2))[..., 0], atol=1e-3)
+
+
+def test_lab_to_bgr_matches_skimage():
+    rng = np.random.default_rng(1)
+    rgb = rng.uniform(0, 1, (40, 50, 3))
+    lab = rgb2lab(rgb).astype(np.float32)
+    np.testing.assert_allclose(color.lab_to_bgr(lab)[..., ::-1], lab2rgb(lab), atol=2e-3)
+    # and OpenCV's forward float conversion agrees with skimage to the contract's tolerance
+    np.testing.assert_allclose(cv2.cvtColor(rgb[..., ::-1].astype(np.float32), cv2.COLOR_BGR2Lab), lab, atol=0.5)
+
+
+def test_merge_keeps_the_input_lightness(tiny):
+    image = textured_image(192, 256)
+    out = ColorizerModel(tiny, provider="cpu").colorize_bgr(image)
+    assert out.shape == image.shape and out.dtype == np.uint8
+    difference = np.abs(color.lightness(out) - color.lightness(image))
+    in_gamut = np.all((out > 0) & (out < 255), axis=2)  # clipping out-of-gamut colours may move L
+    assert in_gamut.mean() > 0.3
+    assert difference[in_gamut].max() <= 1.0
+    assert np.abs(out.astype(int) - image).mean() > 2  # it did recolour
+
+
+def test_merge_in_strips_equals_one_pass(tiny, monkeypatch):
+    model = ColorizerModel(tiny, provider="cpu")
+    image = textured_image(150, 170)
+    whole, whole_l = model.colorize_bgr(image), color.lightness(image)
+    monkeypatch.setattr(color, "STRIP_PIXELS", 170 * 7)  # 22 strips, the last one short
+    np.testing.assert_array_equal(color.lightness(image), whole_l)
+    ab = model.predict_ab(model.small_lightness(image))[0]
+    striped = color.merge_lab(image, ab)
+    assert np.abs(striped.astype(int) - whole).max() <= 1
+    in_place = image.copy()
+    assert color.merge_lab(in_place, ab, out=in_place) is in_place
+    np.testing.assert_array_equal(in_place, striped)
+
+
+def test_model_size_rounding():
+    assert color.model_size(480, 640, 256, 1) == (256, 341)
+    assert color.model_size(480, 640, 256, 32) == (256, 352)
+    assert color.model_size(10, 4000, 64, 32) == (64, 25600)
+    assert color.model_size(100, 100, 20, 32) == (32, 32)  # never below one multiple
+
+
+def test_tiny_fixture_metadata_is_json(tiny):
+    metadata = ColorizerModel(tiny, provider="cpu").metadata
+    assert json.loads(metadata["metrics"]) == {}
