@@ -11,9 +11,11 @@ PyTorch eager on that checkpoint is timed on the same inputs for comparison.
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import resource
 import statistics
+import subprocess
 import sys
 import time
 
@@ -96,30 +98,23 @@ def file_sha256(path) -> str:
 
 
 def pytorch_eager(args, sizes, batches, onnx_metadata: dict) -> dict:
-    """PyTorch eager on checkpoints/colorizer.pt, only where torch and train/ are importable (lazy on purpose:
-    the runtime must work without torch)."""
+    """PyTorch eager on checkpoints/colorizer.pt, timed by train.eager_benchmark in a separate process where
+    torch and the train package are installed: the runtime itself never imports either."""
     checkpoint = REPO_CHECKPOINTS / "colorizer.pt"
     if not checkpoint.is_file():
         return {"skipped": f"{checkpoint} not found"}
-    try:
-        import torch
-
-        from train.models import load_colorizer
-    except ImportError as error:
-        return {"skipped": f"torch or the train package is not importable ({error})"}
-    torch.set_num_threads(args.threads or default_threads())
-    model, _ = load_colorizer(checkpoint)
-    rows = []
-    with torch.inference_mode():
-        for size in sizes:
-            for batch in batches:
-                inputs = torch.from_numpy(lightness_batch(batch, size))
-                ms, runs = median_ms(lambda: model.forward_ab(inputs), args.repeat, args.budget)
-                rows.append({"size": size, "batch": batch, "median_ms": ms, "img_per_s": batch * 1000.0 / ms,
-                             "runs": runs})
-    same = onnx_metadata.get("source_sha256") == file_sha256(checkpoint)
-    return {"checkpoint": str(checkpoint), "torch": torch.__version__, "same_model_as_onnx": same,
-            "threads": torch.get_num_threads(), "latency": rows}
+    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("train") is None:
+        return {"skipped": "torch or the train package is not installed"}
+    command = [sys.executable, "-m", "train.eager_benchmark", "--checkpoint", str(checkpoint),
+               "--sizes", ",".join(map(str, sizes)), "--batches", ",".join(map(str, batches)),
+               "--threads", str(args.threads or default_threads()), "--repeat", str(args.repeat),
+               "--budget", str(args.budget)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        return {"skipped": f"train.eager_benchmark failed: {result.stderr.strip().splitlines()[-1:]}"}
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report.update(checkpoint=str(checkpoint), same_model_as_onnx=onnx_metadata.get("source_sha256") == file_sha256(checkpoint))
+    return report
 
 
 def run_benchmark(args) -> dict:

@@ -31,17 +31,22 @@ class ProviderError(Exception):
     """The requested execution provider cannot be used here."""
 
 
-def shipped_model_path(name: str) -> Path | None:
-    """Where a shipped model lives: package data of runtime.models when installed, else the repo's checkpoints/."""
-    filename = f"{name}.onnx"
+def shipped_model_dirs() -> list[Path]:
+    """Where shipped models live: the installed package data of runtime.models, then the repo's checkpoints/."""
+    folders = []
     try:
-        candidate = importlib.resources.files("runtime.models") / filename
-        if candidate.is_file():
-            return Path(str(candidate))
+        folders.append(Path(str(importlib.resources.files("runtime.models"))))
     except (ModuleNotFoundError, TypeError):
         pass
-    candidate = REPO_CHECKPOINTS / filename
-    return candidate if candidate.is_file() else None
+    return folders + [REPO_CHECKPOINTS]
+
+
+def shipped_model_path(name: str) -> Path | None:
+    for folder in shipped_model_dirs():
+        candidate = folder / f"{name}.onnx"
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def resolve_model(model: str | Path | None) -> Path:

@@ -139,7 +139,8 @@ def wheel(tmp_path_factory) -> zipfile.ZipFile:
     for pt in (REPO / "checkpoints").glob("*.pt"):
         (source / "checkpoints" / pt.name).write_bytes(b"not for the wheel")
     (source / "checkpoints" / "made-up-model.pt").write_bytes(b"not for the wheel")
-    (source / "checkpoints" / "made-up-model.onnx").write_bytes(b"stand-in")
+    (source / "checkpoints" / "colorizer-made-up.onnx").write_bytes(b"stand-in")
+    (source / "checkpoints" / "seed-colorizer.onnx").write_bytes(b"comparison model, repo only")
     result = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
          "-w", str(work / "dist"), str(source)],
@@ -151,10 +152,12 @@ def wheel(tmp_path_factory) -> zipfile.ZipFile:
         yield archive
 
 
-def test_wheel_ships_the_onnx_models_and_model_card_but_no_pt(wheel):
+def test_wheel_ships_the_colorizer_models_and_model_card_but_no_pt(wheel):
+    """The wheel carries colorizer*.onnx; the seed preset's ONNX (for comparisons) and the .pt files stay in the repo."""
     names = set(wheel.namelist())
-    expected = {f"runtime/models/{p.name}" for p in (REPO / "checkpoints").glob("*.onnx")}
-    expected.add("runtime/models/made-up-model.onnx")
+    expected = {f"runtime/models/{p.name}" for p in (REPO / "checkpoints").glob("colorizer*.onnx")}
+    expected.add("runtime/models/colorizer-made-up.onnx")
+    assert "runtime/models/seed-colorizer.onnx" not in names
     if (REPO / "checkpoints" / "README.md").is_file():
         expected.add("runtime/models/README.md")
     assert expected <= names

@@ -35,7 +35,7 @@ def test_resolve_model_shipped_names_and_paths(tmp_path, monkeypatch):
     shipped.mkdir()
     for name in ("colorizer", "colorizer-int8", "seed-colorizer"):
         make_tiny_colorizer(shipped / f"{name}.onnx")
-    monkeypatch.setattr(runtime_model, "REPO_CHECKPOINTS", shipped)
+    monkeypatch.setattr(runtime_model, "shipped_model_dirs", lambda: [shipped])
     assert resolve_model(None) == shipped / "colorizer.onnx"
     assert resolve_model("colorizer-int8") == shipped / "colorizer-int8.onnx"
     assert resolve_model("seed-colorizer.onnx") == shipped / "seed-colorizer.onnx"

@@ -1,6 +1,7 @@
 """python -m runtime.benchmark on the tiny fixture model (real models are benchmarked by hand)."""
 
 import json
+import sys
 
 import pytest
 
@@ -39,22 +40,29 @@ def test_benchmark_table_and_errors(tmp_path, capsys):
 
 
 def test_pytorch_comparison_is_skipped_cleanly_without_torch(tmp_path, monkeypatch):
-    import importlib.abc
-    import sys
     from argparse import Namespace
 
     from runtime import benchmark
 
-    class BanTorch(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("torch", "train"):
-                raise ImportError(f"{name} is banned in this test")
-
-    for name in [n for n in sys.modules if n.split(".")[0] in ("torch", "train")]:
-        monkeypatch.delitem(sys.modules, name)
-    monkeypatch.setattr(sys, "meta_path", [BanTorch(), *sys.meta_path])
     (tmp_path / "colorizer.pt").write_bytes(b"a checkpoint that must not be opened")
     monkeypatch.setattr(benchmark, "REPO_CHECKPOINTS", tmp_path)
-    args = Namespace(threads=None, repeat=1, budget=1.0)
-    result = benchmark.pytorch_eager(args, [32], [1], {})
-    assert "not importable" in result["skipped"]
+    monkeypatch.setattr(benchmark.importlib.util, "find_spec", lambda name: None)  # as in a torch-free venv
+    result = benchmark.pytorch_eager(Namespace(threads=None, repeat=1, budget=1.0), [32], [1], {})
+    assert "not installed" in result["skipped"]
+
+
+def test_pytorch_comparison_runs_in_its_own_process(tmp_path, monkeypatch):
+    torch = pytest.importorskip("torch")
+    from argparse import Namespace
+
+    from runtime import benchmark
+    from train.models import build_colorizer
+
+    model = build_colorizer("default")
+    torch.save({"model": model.state_dict(), "meta": {"preset": "default", "model_kwargs": {"num_bins": len(model.bins)}}},
+               tmp_path / "colorizer.pt")
+    monkeypatch.setattr(benchmark, "REPO_CHECKPOINTS", tmp_path)
+    result = benchmark.pytorch_eager(Namespace(threads=1, repeat=2, budget=1.0), [64], [1, 2], {})
+    assert [(r["size"], r["batch"]) for r in result["latency"]] == [(64, 1), (64, 2)]
+    assert all(r["median_ms"] > 0 for r in result["latency"])
+    assert result["same_model_as_onnx"] is False  # no ONNX metadata given to compare with

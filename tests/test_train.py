@@ -149,7 +149,7 @@ def test_colorizer_fit_and_evaluate(tiny_data, tmp_path, preset):
     assert chosen["psnr"] == max(row["psnr"] for row in tuned["meta"]["tuning"]["table"])
     if preset == "default":
         assert len(tuned["meta"]["tuning"]["table"]) == 4
-        assert float(tuned["model"]["temperature"]) == chosen["temperature"]
+        assert float(tuned["model"]["temperature"]) == pytest.approx(chosen["temperature"])
 
 
 def test_colorizer_fit_on_a_plain_image_folder(tiny_data, tmp_path):

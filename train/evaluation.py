@@ -77,6 +77,7 @@ def evaluate_colorizer(
     """Means over the images of PSNR, SSIM, colourfulness and AuC, for the model and the gray baseline.
     keep > 0 also returns the first `keep` (ground truth, prediction) pairs for a picture."""
     rows, kept = [], []
+    keep_at = set(np.linspace(0, len(image_paths) - 1, keep).round().astype(int).tolist()) if keep else set()
     curve_model = np.zeros(len(metrics.AUC_THRESHOLDS))
     curve_gray = np.zeros(len(metrics.AUC_THRESHOLDS))
     for path in tqdm(image_paths, desc="evaluate", unit="img", disable=not progress, leave=False):
@@ -96,7 +97,7 @@ def evaluate_colorizer(
                 metrics.ssim(gray, truth),
             )
         )
-        if len(kept) < keep:
+        if len(rows) - 1 in keep_at:
             kept.append((truth, prediction))
     psnr, ssim, colour_pred, colour_true, psnr_gray, ssim_gray = np.mean(rows, axis=0)
     n = len(rows)
@@ -131,7 +132,8 @@ def load_rgb(path) -> np.ndarray:
 
 
 def write_grid(path, columns: list[tuple[str, list[np.ndarray]]]) -> None:
-    """Columns of same-size RGB images with a title each -> one PNG, rows = images (written atomically)."""
+    """Columns of same-size RGB images with a title each -> one picture (format from the suffix), rows = images,
+    written atomically."""
     tiles = []
     for title, images in columns:
         column = np.concatenate(images, axis=0)
@@ -141,7 +143,7 @@ def write_grid(path, columns: list[tuple[str, list[np.ndarray]]]) -> None:
     grid = np.concatenate(tiles, axis=1)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     cv2.imwrite(str(tmp), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
     tmp.replace(path)
 
