@@ -20,7 +20,6 @@ bytes do not depend on where the source lives.
 
 import argparse
 import contextlib
-import hashlib
 import io
 import json
 import os
@@ -35,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from train import data as flowers
-from train.engine import fail
+from train.engine import fail, file_sha256
 from train.evaluation import model_input_shape
 from train.models import load_colorizer
 
@@ -60,14 +59,6 @@ class ContractOutput(torch.nn.Module):
     def forward(self, lightness):
         ab = self.colorizer.forward_ab(lightness)
         return F.interpolate(ab, size=lightness.shape[-2:], mode="bilinear", align_corners=False)
-
-
-def file_sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def export_fp32(model, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
@@ -102,10 +93,12 @@ def strip_trace_metadata(model_proto: onnx.ModelProto) -> None:
 
 
 def decode_nodes(model_proto: onnx.ModelProto) -> list[str]:
-    """Names of the head (the last convolution) and every node after it: the softmax / annealed mean /
-    tanh and the resizes. Low precision there moves every output colour, so they stay fp32."""
+    """Names of the head (the first convolution after the decoder's last ReLU) and every node after it:
+    the annealed mean (exp and its 1x1 projection) or tanh, and the resizes. Low precision there moves every
+    output colour, so they stay fp32."""
     nodes = list(model_proto.graph.node)
-    head = max(i for i, node in enumerate(nodes) if node.op_type == "Conv")
+    last_relu = max(i for i, node in enumerate(nodes) if node.op_type == "Relu")
+    head = next(i for i, node in enumerate(nodes) if i > last_relu and node.op_type == "Conv")
     downstream, tensors = [nodes[head].name], set(nodes[head].output)
     for node in nodes[head + 1 :]:
         if tensors.intersection(node.input):

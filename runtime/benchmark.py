@@ -97,13 +97,21 @@ def file_sha256(path) -> str:
     return digest.hexdigest()
 
 
+def installed(module: str) -> bool:
+    """Whether a top-level module could be imported, without importing it."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # an import hook that refuses it counts as absent
+        return False
+
+
 def pytorch_eager(args, sizes, batches, onnx_metadata: dict) -> dict:
     """PyTorch eager on checkpoints/colorizer.pt, timed by train.eager_benchmark in a separate process where
     torch and the train package are installed: the runtime itself never imports either."""
     checkpoint = REPO_CHECKPOINTS / "colorizer.pt"
     if not checkpoint.is_file():
         return {"skipped": f"{checkpoint} not found"}
-    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("train") is None:
+    if not (installed("torch") and installed("train")):
         return {"skipped": "torch or the train package is not installed"}
     command = [sys.executable, "-m", "train.eager_benchmark", "--checkpoint", str(checkpoint),
                "--sizes", ",".join(map(str, sizes)), "--batches", ",".join(map(str, batches)),

@@ -1,7 +1,6 @@
 """python -m runtime.benchmark on the tiny fixture model (real models are benchmarked by hand)."""
 
 import json
-import sys
 
 import pytest
 

@@ -307,7 +307,7 @@ def test_runtime_works_without_torch(tmp_path):
     ban = tmp_path / "ban"
     ban.mkdir()
     (ban / "sitecustomize.py").write_text(textwrap.dedent(TORCH_BAN))
-    tiny = make_tiny_colorizer(tmp_path / "tiny.onnx")
+    make_tiny_colorizer(tmp_path / "tiny.onnx")
     cv2.imwrite(str(tmp_path / "a.png"), picture())
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ban), str(REPO)])}
 

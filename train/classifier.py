@@ -16,7 +16,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
-from torch.utils.data.distributed import DistributedSampler
 from torchvision.transforms import v2
 from tqdm import tqdm
 
@@ -78,7 +77,7 @@ def evaluate_model(model, images, labels, image_size, device, amp_dtype, batch_s
 
 def fit(args):
     device = engine.setup_device(args.device)
-    rank, world_size, _ = engine.distributed_env()
+    _, world_size, _ = engine.distributed_env()
     engine.seed_everything(args.seed)
     amp_dtype = engine.autocast_dtype(device, args.amp)
     run_dir = Path(args.run_dir)
@@ -91,17 +90,7 @@ def fit(args):
     valid_images, valid_labels = load_subset(args, "valid", args.image_size)
 
     train_set = ImageArrayDataset(train_images, train_labels, train_transform(args.image_size))
-    sampler = DistributedSampler(train_set, seed=args.seed, drop_last=True) if world_size > 1 else None
-    per_rank_batch = max(1, args.batch_size // world_size)
-    loader = DataLoader(
-        train_set,
-        batch_size=per_rank_batch,
-        shuffle=sampler is None,
-        sampler=sampler,
-        drop_last=len(train_set) >= per_rank_batch * world_size,
-        num_workers=args.workers,
-        persistent_workers=args.workers > 0,
-    )
+    loader, sampler = engine.train_loader(train_set, args.batch_size, args.workers, args.seed)
 
     model = resnet18_gray(num_classes=102).to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(
@@ -112,16 +101,9 @@ def fit(args):
     scaler = engine.make_grad_scaler(device, amp_dtype)
     start_epoch, best_top1 = 0, -1.0
 
-    if args.resume and state_path.is_file():
-        state = engine.load_checkpoint(state_path)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        engine.restore_rng_state(state["rng"])
+    state = engine.resume_training_state(state_path, model, optimizer, scheduler, scaler) if args.resume else None
+    if state is not None:
         start_epoch, best_top1 = state["epoch"] + 1, state["best_top1"]
-        if engine.is_main_process():
-            print(f"resumed from {state_path} at epoch {start_epoch}", file=sys.stderr)
     elif state_path.is_file() and engine.is_main_process():
         print(f"note: {state_path} exists; starting over (pass --resume to continue it)", file=sys.stderr)
 
@@ -168,19 +150,7 @@ def fit(args):
             if metrics["top1"] > best_top1:
                 best_top1 = metrics["top1"]
                 engine.atomic_save(shipped_checkpoint(model, args, epoch + 1, metrics), args.out)
-            engine.atomic_save(
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "epoch": epoch,
-                    "best_top1": best_top1,
-                    "rng": engine.rng_state(),
-                    "args": engine.vars_for_checkpoint(args),
-                },
-                state_path,
-            )
+            engine.save_training_state(state_path, model, optimizer, scheduler, scaler, epoch, args, best_top1=best_top1)
         engine.barrier()
     if engine.is_main_process():
         print(f"best valid top-1 {best_top1:.4f}; model at {args.out}; log at {log.path}", file=sys.stderr)

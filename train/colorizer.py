@@ -12,7 +12,6 @@ annealed-mean decoding). Both start from the flower classifier's encoder unless 
 """
 
 import argparse
-import hashlib
 import json
 import math
 import sys
@@ -20,8 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
-from torch.utils.data.distributed import DistributedSampler
 from torchvision.transforms import v2
 from tqdm import tqdm
 
@@ -54,14 +51,6 @@ def training_paths(args):
     return paths, f"Flowers-102 {args.split} split, train subset ({len(paths)} images)"
 
 
-def file_sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def compute_loss(model, preset, inputs, true_ab):
     output = model(inputs)
     if preset == "seed":
@@ -72,7 +61,6 @@ def compute_loss(model, preset, inputs, true_ab):
 
 def fit(args):
     device = engine.setup_device(args.device)
-    _, world_size, _ = engine.distributed_env()
     engine.seed_everything(args.seed)
     amp_dtype = engine.autocast_dtype(device, args.amp)
     recipe = {**PRESET_DEFAULTS[args.preset], **{k: v for k, v in (("lr", args.lr),) if v is not None}}
@@ -87,7 +75,7 @@ def fit(args):
         classifier = engine.load_checkpoint(args.classifier)
         encoder_state = {k: v.float() for k, v in classifier["model"].items()}
         classifier_meta = {k: classifier.get("meta", {}).get(k) for k in ("valid_top1", "image_size", "epochs_trained")}
-        classifier_meta["sha256"] = file_sha256(args.classifier)
+        classifier_meta["sha256"] = engine.file_sha256(args.classifier)
 
     paths, training_data = training_paths(args)
     images = flowers.load_image_array(paths, int(round(args.image_size * STORED_RATIO)), args.cache_dir, desc="decoding train")
@@ -98,18 +86,7 @@ def fit(args):
     transform = v2.Compose(
         [v2.RandomResizedCrop(args.image_size, scale=(0.4, 1.0), antialias=True), v2.RandomHorizontalFlip()]
     )
-    train_set = ImageArrayDataset(images, None, transform)
-    sampler = DistributedSampler(train_set, seed=args.seed, drop_last=True) if world_size > 1 else None
-    per_rank_batch = max(1, args.batch_size // world_size)
-    loader = DataLoader(
-        train_set,
-        batch_size=per_rank_batch,
-        shuffle=sampler is None,
-        sampler=sampler,
-        drop_last=len(train_set) >= per_rank_batch * world_size,
-        num_workers=args.workers,
-        persistent_workers=args.workers > 0,
-    )
+    loader, sampler = engine.train_loader(ImageArrayDataset(images, None, transform), args.batch_size, args.workers, args.seed)
 
     model_kwargs = {"temperature": args.temperature} if args.preset == "default" else {}
     model = build_colorizer(args.preset, encoder_state, **model_kwargs)
@@ -130,17 +107,8 @@ def fit(args):
     else:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     scaler = engine.make_grad_scaler(device, amp_dtype)
-    start_epoch = 0
-    if args.resume and state_path.is_file():
-        state = engine.load_checkpoint(state_path)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        engine.restore_rng_state(state["rng"])
-        start_epoch = state["epoch"] + 1
-        if engine.is_main_process():
-            print(f"resumed from {state_path} at epoch {start_epoch}", file=sys.stderr)
+    state = engine.resume_training_state(state_path, model, optimizer, scheduler, scaler) if args.resume else None
+    start_epoch = state["epoch"] + 1 if state is not None else 0
 
     ddp_model = engine.wrap_distributed(model, device)
     meta = {
@@ -194,18 +162,7 @@ def fit(args):
             print(json.dumps(record), file=sys.stderr)
             meta.update(epochs_trained=epoch + 1, valid=record)
             engine.atomic_save({"model": engine.half_state_dict(model), "meta": dict(meta)}, args.out)
-            engine.atomic_save(
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "epoch": epoch,
-                    "rng": engine.rng_state(),
-                    "args": engine.vars_for_checkpoint(args),
-                },
-                state_path,
-            )
+            engine.save_training_state(state_path, model, optimizer, scheduler, scaler, epoch, args)
         engine.barrier()
     if engine.is_main_process():
         print(f"colorizer ({args.preset}) at {args.out}; log at {log.path}", file=sys.stderr)

@@ -2,6 +2,7 @@
 atomic checkpoints, resumable state and the per-epoch JSON log."""
 
 import contextlib
+import hashlib
 import math
 import json
 import os
@@ -13,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
 
 
 # ---------------------------------------------------------------- device, precision, distribution
@@ -126,6 +129,24 @@ def warmup_cosine(optimizer, total_steps: int, warmup_steps: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def train_loader(dataset, batch_size: int, workers: int, seed: int):
+    """A shuffling loader; under torchrun a DistributedSampler gives each process its share of the global batch.
+    -> (loader, sampler or None; call sampler.set_epoch(epoch) every epoch)."""
+    _, world_size, _ = distributed_env()
+    sampler = DistributedSampler(dataset, seed=seed, drop_last=True) if world_size > 1 else None
+    per_rank_batch = max(1, batch_size // world_size)
+    loader = DataLoader(
+        dataset,
+        batch_size=per_rank_batch,
+        shuffle=sampler is None,
+        sampler=sampler,
+        drop_last=len(dataset) >= per_rank_batch * world_size,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+    )
+    return loader, sampler
+
+
 # ---------------------------------------------------------------- files
 def atomic_save(obj, path) -> None:
     """torch.save to a temp file beside the target, then rename: a kill never leaves half a file."""
@@ -141,6 +162,47 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def file_sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_training_state(path, model, optimizer, scheduler, scaler, epoch: int, args, **extra) -> None:
+    """Everything --resume needs, written atomically (rank 0 calls this once per epoch)."""
+    atomic_save(
+        {
+            "model": unwrap(model).state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "epoch": epoch,
+            "rng": rng_state(),
+            "args": vars_for_checkpoint(args),
+            **extra,
+        },
+        path,
+    )
+
+
+def resume_training_state(path, model, optimizer, scheduler, scaler) -> dict | None:
+    """Load what save_training_state wrote into the live objects; -> the state dict (epoch, extras) or None."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    state = load_checkpoint(path)
+    unwrap(model).load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    restore_rng_state(state["rng"])
+    if is_main_process():
+        print(f"resumed from {path} at epoch {state['epoch'] + 2}", file=sys.stderr)
+    return state
 
 
 def half_state_dict(model: torch.nn.Module) -> dict:
