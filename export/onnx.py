@@ -6,9 +6,11 @@ and edge boards).
     python -m export.onnx --checkpoint checkpoints/colorizer.pt --out checkpoints/colorizer-int8.onnx \
         --precision int8 --calibration ../shared/data
 
-The graph follows the contract: input `L` float32 [N,1,H,W] (L* in [0, 100]) -> output `ab` float32
+The graph follows runtime.contract: input `L` float32 [N,1,H,W] (L* in [0, 100]) -> output `ab` float32
 [N,2,H,W]; normalisation and the annealed-mean decoding are inside it; N, H and W are dynamic (H, W >= 32,
-which the runtime guarantees through size_multiple). What the runtime needs to know is in metadata_props.
+which the runtime guarantees through size_multiple); the default preset's annealed-mean temperature is an input
+with a default. What the runtime needs to know is in metadata_props (contract.ModelInfo). An fp32 file stores
+its weights as fp16 plus a Cast (they are the checkpoint's fp16 values, so nothing changes but the size).
 The same checkpoint, options and library versions give a byte-identical file.
 
 Exporter: torch.export-based (dynamo=True). It exports the size-of-another-tensor interpolations with
@@ -28,20 +30,18 @@ import sys
 import tempfile
 from pathlib import Path
 
+import cv2
 import numpy as np
 import onnx
 import torch
 import torch.nn.functional as F
 
+from runtime import contract
+from runtime.fileio import fail, write_bytes_atomic
 from train import data as flowers
-from train.engine import fail, file_sha256
-from train.evaluation import model_input_shape
+from train.engine import file_sha256
 from train.models import load_colorizer
 
-CONTRACT = (
-    "input L float32 [N,1,H,W] = CIE L* in [0,100]; output ab float32 [N,2,H,W] = CIE a*, b*; "
-    "normalisation and decoding inside the graph; H, W multiples of size_multiple"
-)
 DEFAULT_OPSET = 18  # the lowest opset the torch.export-based exporter writes natively; ORT >= 1.14 runs it
 MIN_SIDE = 32  # the encoder downsamples 32x
 EXAMPLE_SHAPE = (2, 1, 96, 128)  # N > 1 and H != W, so no dynamic dimension is specialised to the example
@@ -62,6 +62,9 @@ class ContractOutput(torch.nn.Module):
 
 
 def export_fp32(model, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
+    """The fp32 graph with BatchNormalization kept apart from the convolutions (ONNX Runtime fuses them when it
+    loads the file): the weights are then exactly the checkpoint's fp16 values, which store_weights_fp16 can
+    keep at half the size with no change in any output. The temperature becomes an overridable input."""
     batch = torch.export.Dim("N")
     height, width = torch.export.Dim("H", min=MIN_SIDE), torch.export.Dim("W", min=MIN_SIDE)
     example = torch.rand(EXAMPLE_SHAPE, generator=torch.Generator().manual_seed(0)) * 100.0
@@ -69,16 +72,70 @@ def export_fp32(model, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
         program = torch.onnx.export(
             ContractOutput(model).eval(),
             (example,),
-            input_names=["L"],
-            output_names=["ab"],
+            input_names=[contract.INPUT],
+            output_names=[contract.OUTPUT],
             dynamic_shapes={"lightness": {0: batch, 2: height, 3: width}},
             opset_version=opset,
             dynamo=True,
+            optimize=False,
             verbose=False,
         )
-    model_proto = program.model_proto
+    model_proto = optimize_keeping_batchnorm(program.model_proto)
     strip_trace_metadata(model_proto)
     return model_proto
+
+
+def optimize_keeping_batchnorm(model_proto: onnx.ModelProto) -> onnx.ModelProto:
+    """onnxscript's default clean-up (constant folding, its rewrite rules, dead nodes) minus the rules that fold
+    BatchNormalization into the convolution before it."""
+    from onnxscript import ir, optimizer, rewriter
+
+    rules = [rule for rule in rewriter._DEFAULT_REWRITE_RULES if not (rule.name or "").startswith("FuseBatchNorm")]
+    model = ir.from_proto(model_proto)
+    for _ in range(2):
+        optimizer.fold_constants(model)
+        rewriter.rewrite(model, pattern_rewrite_rules=rules)
+        optimizer.remove_unused_nodes(model)
+    return ir.to_proto(model)
+
+
+def expose_temperature(model_proto: onnx.ModelProto) -> None:
+    """Make the annealed-mean temperature initializer an input with a default (ONNX Runtime lists it among the
+    overridable initializers), so a user can trade vivid for safe colour at run time without re-exporting."""
+    graph = model_proto.graph
+    names = [init.name for init in graph.initializer if init.name.split(".")[-1] == contract.TEMPERATURE]
+    if not names:
+        return  # the seed preset has no temperature
+    init = next(i for i in graph.initializer if i.name == names[0])
+    if init.data_type != onnx.TensorProto.FLOAT or list(init.dims):
+        raise RuntimeError(f"temperature initializer {init.name} is not a float32 scalar")
+    for node in graph.node:
+        node.input[:] = [contract.TEMPERATURE if name == init.name else name for name in node.input]
+    init.name = contract.TEMPERATURE
+    if contract.TEMPERATURE not in [value.name for value in graph.input]:
+        graph.input.append(onnx.helper.make_tensor_value_info(contract.TEMPERATURE, onnx.TensorProto.FLOAT, []))
+
+
+def store_weights_fp16(model_proto: onnx.ModelProto) -> None:
+    """Store every float32 initializer whose values fp16 holds exactly as fp16 plus a Cast back to float32 (ONNX
+    Runtime folds the casts at load): half the file, and the arithmetic and every output stay exactly fp32."""
+    graph = model_proto.graph
+    inputs = {value.name for value in graph.input}
+    casts = []
+    for init in graph.initializer:
+        if init.data_type != onnx.TensorProto.FLOAT or init.name in inputs:
+            continue
+        values = onnx.numpy_helper.to_array(init)
+        half = values.astype(np.float16)
+        if values.size < 64 or not np.array_equal(half.astype(np.float32), values):
+            continue
+        name = init.name
+        init.CopyFrom(onnx.numpy_helper.from_array(half, f"{name}.fp16"))
+        casts.append(onnx.helper.make_node("Cast", [f"{name}.fp16"], [name], to=onnx.TensorProto.FLOAT,
+                                           name=f"{name}.cast"))
+    nodes = casts + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes)
 
 
 def strip_trace_metadata(model_proto: onnx.ModelProto) -> None:
@@ -139,24 +196,28 @@ def to_fp16(model_proto: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def calibration_paths(folder, count: int) -> list[Path]:
-    """A Flowers-102 root -> an evenly spaced sample of the seed split's train subset; else any image folder."""
+    """A data root -> an evenly spaced sample of Flowers-102's seed train subset and, when the root has it, the
+    general set's train split (half each); any other folder -> a sample of its images."""
     try:
         flowers.flowers_dir(folder)
     except flowers.DataError:
         return flowers.find_images(folder, limit=count)
-    return flowers.flowers_subset(folder, "train", "seed", limit=count)[0]
+    if not flowers.has_general(folder):
+        return flowers.flowers_subset(folder, "train", "seed", limit=count)[0]
+    half = max(1, count // 2)
+    return (flowers.flowers_subset(folder, "train", "seed", limit=half)[0]
+            + flowers.general_subset(folder, "train", limit=count - half)[0])
 
 
-def calibration_lightness(path, input_size: int) -> np.ndarray:
-    """One image -> L* [1,1,s,s] float32, s = input_size rounded to a multiple of 32 as the runtime does."""
-    from skimage.color import rgb2lab
+def calibration_lightness(path, info: contract.ModelInfo) -> np.ndarray:
+    """One photo -> L* [1,1,h,w] as the runtime feeds it (contract.model_input of what cv2 reads)."""
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise flowers.DataError(f"cannot read calibration image {path}")
+    return contract.model_input(bgr, info)
 
-    side = model_input_shape(input_size, input_size, input_size)[0]
-    rgb = flowers.load_square_rgb(path, side)
-    return rgb2lab(rgb)[..., 0].astype(np.float32)[None, None]
 
-
-def to_int8(model_proto: onnx.ModelProto, paths, input_size: int) -> onnx.ModelProto:
+def to_int8(model_proto: onnx.ModelProto, paths, info: contract.ModelInfo) -> onnx.ModelProto:
     """Static QDQ quantisation: per-channel int8 weights, uint8 activations, MinMax ranges from real
     images (the calibrator adds ReduceMin/Max outputs, so memory does not grow with the image count).
     The head and decode (see decode_nodes) are left fp32: quantising the logits before a
@@ -171,7 +232,7 @@ def to_int8(model_proto: onnx.ModelProto, paths, input_size: int) -> onnx.ModelP
 
         def get_next(self):
             path = next(self.batches, None)
-            return None if path is None else {"L": calibration_lightness(path, input_size)}
+            return None if path is None else {contract.INPUT: calibration_lightness(path, info)}
 
     with tempfile.TemporaryDirectory() as tmp:
         fp32_path, pre_path, int8_path = (os.path.join(tmp, n) for n in ("fp32.onnx", "pre.onnx", "int8.onnx"))
@@ -191,32 +252,38 @@ def to_int8(model_proto: onnx.ModelProto, paths, input_size: int) -> onnx.ModelP
         return onnx.load(int8_path)
 
 
-def set_metadata(model_proto: onnx.ModelProto, meta: dict, precision: str, source_sha256: str) -> None:
+def model_info(meta: dict, precision: str, source_sha256: str) -> contract.ModelInfo:
+    """The checkpoint's meta -> the metadata the runtime reads (runtime.contract.ModelInfo: one schema)."""
     metrics = meta.get("metrics") or ({"valid": meta["valid"]} if "valid" in meta else {})
-    props = {
-        "contract": CONTRACT,
-        "input_size": str(int(meta.get("input_size", 256))),
-        "size_multiple": str(int(meta.get("size_multiple", MIN_SIDE))),
-        "precision": precision,
-        "version": str(meta.get("version", "0")),
-        "preset": str(meta["preset"]),
-        "training_data": str(meta.get("training_data", "")),
-        "metrics": json.dumps(metrics, sort_keys=True),
-        "source_sha256": source_sha256,
-    }
-    del model_proto.metadata_props[:]
-    onnx.helper.set_model_props(model_proto, props)
+    temperature = meta.get("model_kwargs", {}).get("temperature") if meta.get("preset") == "default" else None
+    return contract.ModelInfo(
+        input_size=int(meta.get("input_size", 256)),
+        size_multiple=int(meta.get("size_multiple", MIN_SIDE)),
+        precision=precision,
+        preset=str(meta["preset"]),
+        domain=str(meta.get("domain", "flowers")),
+        version=str(meta.get("version", "0")),
+        training_data=str(meta.get("training_data", "")),
+        temperature=None if temperature is None else float(temperature),
+        metrics=metrics,
+        source_sha256=source_sha256,
+    )
 
 
 def export(model, meta: dict, source_sha256: str, precision: str = "fp32", opset: int = DEFAULT_OPSET,
            calibration: list | None = None) -> onnx.ModelProto:
     """A loaded colorizer -> the checked ModelProto; calibration is the list of image paths int8 needs."""
+    info = model_info(meta, precision, source_sha256)
     model_proto = export_fp32(model, opset)
     if precision == "fp16":
         model_proto = to_fp16(model_proto)
     elif precision == "int8":
-        model_proto = to_int8(model_proto, calibration, int(meta.get("input_size", 256)))
-    set_metadata(model_proto, meta, precision, source_sha256)
+        model_proto = to_int8(model_proto, calibration, info)
+    expose_temperature(model_proto)
+    if precision == "fp32":
+        store_weights_fp16(model_proto)
+    del model_proto.metadata_props[:]
+    onnx.helper.set_model_props(model_proto, info.to_metadata())
     onnx.checker.check_model(model_proto, full_check=True)
     return model_proto
 
@@ -233,13 +300,7 @@ def load_colorizer_or_fail(path):
 
 
 def save_atomic(model_proto: onnx.ModelProto, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_bytes(model_proto.SerializeToString(deterministic=True))
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_bytes_atomic(out, model_proto.SerializeToString(deterministic=True))
 
 
 def get_args_parser():

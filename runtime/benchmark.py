@@ -5,25 +5,23 @@
 
 Every figure is the median of repeated runs after one warm-up run; a measurement stops early once it has taken
 --budget seconds and has at least 3 runs, which keeps the default run to about two minutes on two cores.
-When torch and the train package are importable (never a runtime dependency) and checkpoints/colorizer.pt exists,
-PyTorch eager on that checkpoint is timed on the same inputs for comparison.
+Only one ONNX Runtime session is alive at a time (created, timed, released in turn): on two cores the thread pool
+of a second live session would take CPU from the one being timed. ONNX only: PyTorch eager is compared by
+`python -m export.benchmark_torch`, which reuses the timing helpers here (the runtime never imports torch).
 """
 
 import argparse
-import hashlib
-import importlib.util
+import gc
 import json
 import resource
 import statistics
-import subprocess
 import sys
 import time
 
 import numpy as np
 import onnxruntime as ort
 
-from runtime.model import PROVIDERS, REPO_CHECKPOINTS, ColorizerModel, ModelError, ProviderError, \
-    default_threads, shipped_model_path
+from runtime.model import PROVIDERS, ColorizerModel, ModelError, ProviderError, default_threads, shipped_model_path
 
 SIZES = (224, 256, 512)
 BATCHES = (1, 8)
@@ -36,7 +34,7 @@ def get_args_parser():
     parser.add_argument("--model", default=None, help="one model (shipped name or .onnx path) instead of the "
                                                       "shipped fp32 / int8 (/ fp16 on CUDA) set")
     parser.add_argument("--provider", default="auto", choices=PROVIDERS)
-    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime / torch threads (default: all cores)")
+    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: all cores)")
     parser.add_argument("--repeat", type=int, default=10, help="timed runs per figure (median reported)")
     parser.add_argument("--budget", type=float, default=2.0,
                         help="seconds after which a figure stops repeating (once it has 3 runs)")
@@ -81,48 +79,54 @@ def benchmark_models(args) -> list[str]:
 
 
 def session_start_ms(name, args) -> float:
+    """Median of 3 session starts; each session is released before the next one starts."""
     times = []
     for _ in range(3):
         began = time.perf_counter()
-        ColorizerModel(name, provider=args.provider, threads=args.threads)
+        model = ColorizerModel(name, provider=args.provider, threads=args.threads)
         times.append(time.perf_counter() - began)
+        del model
+        gc.collect()
     return statistics.median(times) * 1000.0
 
 
-def file_sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def latency_rows(predict_ab, label: str, precision: str, sizes, batches, repeat: int, budget: float) -> list[dict]:
+    """Model-only (L -> ab) median latency and throughput of any predict_ab callable for each size and batch."""
+    rows = []
+    for size in sizes:
+        for batch in batches:
+            inputs = lightness_batch(batch, size)
+            ms, runs = median_ms(lambda: predict_ab(inputs), repeat, budget)
+            rows.append({"model": label, "precision": precision, "size": size, "batch": batch, "median_ms": ms,
+                         "img_per_s": batch * 1000.0 / ms, "runs": runs})
+    return rows
 
 
-def installed(module: str) -> bool:
-    """Whether a top-level module could be imported, without importing it."""
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):  # an import hook that refuses it counts as absent
-        return False
+def pipeline_rows(model: ColorizerModel, label: str, repeat: int, budget: float) -> list[dict]:
+    """Full pipeline (colorize_bgr: Lab, resize, model, merge) on synthetic frames, at the model's own size."""
+    rows = []
+    for width, height in FRAMES:
+        frame = synthetic_frame(width, height)
+        ms, runs = median_ms(lambda: model.colorize_bgr(frame), repeat, budget)
+        rows.append({"model": label, "frame": f"{width}x{height}",
+                     "model_size": "x".join(map(str, model.model_size(height, width))),
+                     "median_ms": ms, "fps": 1000.0 / ms, "runs": runs})
+    return rows
 
 
-def pytorch_eager(args, sizes, batches, onnx_metadata: dict) -> dict:
-    """PyTorch eager on checkpoints/colorizer.pt, timed by train.eager_benchmark in a separate process where
-    torch and the train package are installed: the runtime itself never imports either."""
-    checkpoint = REPO_CHECKPOINTS / "colorizer.pt"
-    if not checkpoint.is_file():
-        return {"skipped": f"{checkpoint} not found"}
-    if not (installed("torch") and installed("train")):
-        return {"skipped": "torch or the train package is not installed"}
-    command = [sys.executable, "-m", "train.eager_benchmark", "--checkpoint", str(checkpoint),
-               "--sizes", ",".join(map(str, sizes)), "--batches", ",".join(map(str, batches)),
-               "--threads", str(args.threads or default_threads()), "--repeat", str(args.repeat),
-               "--budget", str(args.budget)]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        return {"skipped": f"train.eager_benchmark failed: {result.stderr.strip().splitlines()[-1:]}"}
-    report = json.loads(result.stdout.strip().splitlines()[-1])
-    report.update(checkpoint=str(checkpoint), same_model_as_onnx=onnx_metadata.get("source_sha256") == file_sha256(checkpoint))
-    return report
+def benchmark_one(name, args, sizes, batches, pipeline: bool) -> dict:
+    """All figures of one model; its session is the only one alive and is released when this returns."""
+    start_ms = session_start_ms(name, args)
+    model = ColorizerModel(name, provider=args.provider, threads=args.threads)
+    label, precision = model.path.stem, model.info.precision
+    result = {"provider": model.provider,
+              "model": {"model": label, "path": str(model.path), "precision": precision,
+                        "input_size": model.input_size, "session_start_ms": start_ms},
+              "latency": latency_rows(model.predict_ab, label, precision, sizes, batches, args.repeat, args.budget),
+              "pipeline": pipeline_rows(model, label, args.repeat, args.budget) if pipeline else []}
+    del model
+    gc.collect()
+    return result
 
 
 def run_benchmark(args) -> dict:
@@ -133,31 +137,12 @@ def run_benchmark(args) -> dict:
         raise ModelError("no shipped models found (colorizer.onnx, colorizer-int8.onnx); pass --model")
     report = {"onnxruntime": ort.__version__, "threads": args.threads or default_threads(), "models": [],
               "latency": [], "pipeline": []}
-    first_metadata = None
-    for name in names:
-        start_ms = session_start_ms(name, args)
-        model = ColorizerModel(name, provider=args.provider, threads=args.threads)
-        report["provider"] = model.provider
-        precision = model.metadata.get("precision", "?")
-        label = model.path.stem
-        report["models"].append({"model": label, "path": str(model.path), "precision": precision,
-                                 "input_size": model.input_size, "session_start_ms": start_ms})
-        for size in sizes:
-            for batch in batches:
-                inputs = lightness_batch(batch, size)
-                ms, runs = median_ms(lambda: model.predict_ab(inputs), args.repeat, args.budget)
-                report["latency"].append({"model": label, "precision": precision, "size": size, "batch": batch,
-                                          "median_ms": ms, "img_per_s": batch * 1000.0 / ms, "runs": runs})
-        if first_metadata is None:  # full pipeline once, on the first (fp32 default) model at its own size
-            first_metadata = model.metadata
-            for width, height in FRAMES:
-                frame = synthetic_frame(width, height)
-                ms, runs = median_ms(lambda: model.colorize_bgr(frame), args.repeat, args.budget)
-                report["pipeline"].append({"model": label, "frame": f"{width}x{height}",
-                                           "model_size": "x".join(map(str, model.model_size(height, width))),
-                                           "median_ms": ms, "fps": 1000.0 / ms, "runs": runs})
-    report["peak_rss_mb_onnxruntime"] = peak_rss_mb()
-    report["pytorch_eager"] = pytorch_eager(args, sizes, batches, first_metadata)
+    for index, name in enumerate(names):  # the full pipeline once, on the first (fp32 default) model
+        result = benchmark_one(name, args, sizes, batches, pipeline=index == 0)
+        report["provider"] = result["provider"]
+        report["models"].append(result["model"])
+        report["latency"] += result["latency"]
+        report["pipeline"] += result["pipeline"]
     report["peak_rss_mb"] = peak_rss_mb()
     return report
 
@@ -176,17 +161,7 @@ def print_tables(report: dict) -> None:
           f"{'ms':>10}{'fps':>8}")
     for p in report["pipeline"]:
         print(f"{p['model']:<24}{p['frame']:>10}{p['model_size']:>12}{p['median_ms']:>10.2f}{p['fps']:>8.1f}")
-    torch_report = report["pytorch_eager"]
-    if "skipped" in torch_report:
-        print(f"\npytorch eager: skipped, {torch_report['skipped']}")
-    else:
-        print(f"\npytorch eager {torch_report['torch']} ({torch_report['checkpoint']}, same model as the ONNX: "
-              f"{torch_report['same_model_as_onnx']}, {torch_report['threads']} threads)")
-        for r in torch_report["latency"]:
-            print(f"{'pytorch':<24}{r['size']:>6}{r['batch']:>7}{r['median_ms']:>10.2f}{r['img_per_s']:>10.1f}"
-                  f"{r['runs']:>6}")
-    print(f"\npeak RSS: {report['peak_rss_mb_onnxruntime']:.0f} MB with onnxruntime only, "
-          f"{report['peak_rss_mb']:.0f} MB at the end")
+    print(f"\npeak RSS: {report['peak_rss_mb']:.0f} MB")
 
 
 def main(argv=None) -> int:

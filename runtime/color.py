@@ -1,4 +1,4 @@
-"""Colour helpers: CIE L* from images, model-size resizing, and the full-resolution Lab merge back to BGR.
+"""Colour helpers: CIE L* from images, resizing, and the full-resolution Lab merge back to BGR.
 
 Lab is CIE Lab (sRGB, D65, 2 degree observer) as in skimage.color.rgb2lab, which training uses. L* is computed
 here directly (8-bit lookup table for the sRGB curve, then Y, then L*): it matches skimage to 1e-4 and is about three
@@ -58,16 +58,6 @@ def lab_to_bgr(lab: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(lab.astype(np.float32, copy=False), cv2.COLOR_Lab2BGR)
 
 
-def model_size(height: int, width: int, input_size: int, size_multiple: int) -> tuple[int, int]:
-    """(h, w) for the model: shorter side input_size, longer side keeping aspect, both multiples of size_multiple."""
-    scale = input_size / min(height, width)
-
-    def snap(side: float) -> int:
-        return max(size_multiple, int(round(side / size_multiple)) * size_multiple)
-
-    return snap(height * scale), snap(width * scale)
-
-
 def resize_area(image: np.ndarray, height: int, width: int) -> np.ndarray:
     """Resize with INTER_AREA when shrinking (no aliasing) and bilinear when enlarging."""
     if (height, width) == image.shape[:2]:
@@ -116,3 +106,13 @@ def merge_lab(source: np.ndarray, ab_small: np.ndarray, out: np.ndarray | None =
         # scale, round and saturate (clips out-of-gamut values) in one OpenCV pass
         out[y0:y1] = cv2.multiply(lab_to_bgr(lab), (peak, peak, peak, 0.0), dtype=depth)
     return out
+
+
+def __getattr__(name: str):
+    """color.model_size still works for older callers; its one home is runtime.contract (imported lazily, as
+    contract imports this module)."""
+    if name == "model_size":
+        from runtime.contract import model_size
+
+        return model_size
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

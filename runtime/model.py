@@ -1,9 +1,11 @@
 """Load a contract-following ONNX colorizer into ONNX Runtime and run it on images.
 
-The contract: input `L` float32 [N,1,H,W] (CIE L* in [0, 100]) -> output `ab` float32 [N,2,H,W] (CIE a*, b*),
-with the preferred model size in the file's metadata (`input_size`, `size_multiple`).
+The contract (signature, metadata, image path) lives in runtime.contract: input `L` float32 [N,1,H,W] (CIE L* in
+[0, 100]) -> output `ab` float32 [N,2,H,W] (CIE a*, b*), optionally a `temperature` input, the preferred model size
+in the file's metadata (`input_size`, `size_multiple`). This module adds files, providers and the session.
 """
 
+import dataclasses
 import importlib.resources
 import logging
 import os
@@ -12,19 +14,24 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from runtime import color
+from runtime import color, contract
+from runtime.contract import INPUT, OUTPUT, TEMPERATURE, ContractError, ModelInfo
 
 log = logging.getLogger(__name__)
 
-SHIPPED_MODELS = ("colorizer", "colorizer-int8", "colorizer-fp16", "seed-colorizer")
 DEFAULT_MODEL = "colorizer"
 PROVIDERS = ("auto", "cuda", "tensorrt", "cpu")
 _ORT_NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 REPO_CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
+ALLOW_SPINNING = False  # session.intra_op.allow_spinning; see ColorizerModel.__init__
 
 
 class ModelError(Exception):
     """The model file is missing, unreadable or does not follow the contract."""
+
+
+class ModelContractError(ModelError, ContractError):
+    """The file loads but breaks the contract: a ModelError for the CLIs, a ContractError for everyone else."""
 
 
 class ProviderError(Exception):
@@ -39,6 +46,15 @@ def shipped_model_dirs() -> list[Path]:
     except (ModuleNotFoundError, TypeError):
         pass
     return folders + [REPO_CHECKPOINTS]
+
+
+def shipped_model_names() -> list[str]:
+    """The shipped models actually installed (*.onnx in shipped_model_dirs()), sorted, for --help and errors."""
+    names = set()
+    for folder in shipped_model_dirs():
+        if folder.is_dir():
+            names.update(path.stem for path in folder.glob("*.onnx") if path.is_file())
+    return sorted(names)
 
 
 def shipped_model_path(name: str) -> Path | None:
@@ -56,15 +72,15 @@ def resolve_model(model: str | Path | None) -> Path:
         model = DEFAULT_MODEL
     text = str(model)
     name = text[:-5] if text.endswith(".onnx") else text
-    if name in SHIPPED_MODELS and os.sep not in text and "/" not in text:
+    bare = os.sep not in text and "/" not in text
+    if bare:
         path = shipped_model_path(name)
-        if path is None:
-            raise ModelError(f"shipped model {name!r} is not installed "
-                             f"(looked in the runtime.models package data and {REPO_CHECKPOINTS})")
-        return path
+        if path is not None:
+            return path
     path = Path(text).expanduser()
     if not path.is_file():
-        raise ModelError(f"model file not found: {path}")
+        names = ", ".join(shipped_model_names()) or "none"
+        raise ModelError(f"model file not found: {path} (shipped models installed here: {names})")
     return path
 
 
@@ -118,18 +134,33 @@ def _first_line(error: Exception) -> str:
 
 
 class ColorizerModel:
-    """An ONNX colorizer in an ONNX Runtime session, with the image-side steps around it."""
+    """An ONNX colorizer in an ONNX Runtime session, with the image-side steps of runtime.contract around it.
+
+    temperature: for models with a `temperature` input, the annealed-mean temperature fed on every run instead of
+    the file's default (default_temperature); higher = more vivid colour. An error for older models without one."""
 
     def __init__(self, model: str | Path | None = None, provider: str = "auto", size: int | None = None,
-                 threads: int | None = None):
+                 threads: int | None = None, *, temperature: float | None = None):
         self.path = resolve_model(model)
+        if size is not None and int(size) < 1:
+            raise ModelError(f"model size must be positive, got {size}")
+        if temperature is not None:
+            try:
+                temperature = contract.check_temperature(temperature)
+            except ContractError as error:
+                raise ModelError(str(error)) from None
         chain = _provider_chain(provider)
         _preload_gpu_libraries(chain)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or default_threads()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if provider == "auto":
-            options.log_severity_level = 3  # a missing CUDA library is not an error when CPU is acceptable
+        # Errors only: a missing CUDA library is no error when the CPU is acceptable (auto), and a temperature
+        # input (an initializer that is also a graph input, by design) is no reason to warn users.
+        options.log_severity_level = 3
+        # Idle ONNX Runtime threads sleep instead of spinning between runs: on 2 cores spinning threads take the CPU
+        # that the Lab conversion, the merge, video decoding or another process need. Measured on a busy 2-core
+        # machine: model runs 1.3-1.8x and colorize_bgr at 640x480 1.6-1.8x faster without spinning.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if ALLOW_SPINNING else "0")
         try:
             self.session = self._session(options, chain, provider)
         except Exception as error:
@@ -144,15 +175,31 @@ class ColorizerModel:
             raise ProviderError(
                 f"provider {provider!r} could not be started (onnxruntime fell back to {self.provider}); "
                 "check the CUDA/cuDNN libraries and the GPU driver, or use --provider cpu")
-        self._check_contract()
+        inputs = self.session.get_inputs() + self.session.get_overridable_initializers()
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
-        self.size_multiple = self._metadata_int("size_multiple", default=1)
-        self.input_size = int(size) if size is not None else self._metadata_int("input_size")
-        if self.input_size < 1:
-            raise ModelError(f"model size must be positive, got {self.input_size}")
-        self.input_size = max(self.size_multiple, self.input_size)
-        log.info("model %s on %s (size %d, multiple %d)", self.path, self.provider, self.input_size,
-                 self.size_multiple)
+        try:
+            contract.check_signature(inputs, self.session.get_outputs(), str(self.path))
+            info = ModelInfo.from_metadata(
+                self.metadata if size is None else {**self.metadata, "input_size": str(int(size))}, str(self.path))
+        except ContractError as error:
+            raise ModelContractError(str(error)) from None
+        # self.info: the file's metadata with an explicit size applied, never below one size multiple
+        self.info = dataclasses.replace(info, input_size=max(info.size_multiple, info.input_size))
+        self.has_temperature = TEMPERATURE in [i.name for i in inputs]
+        self.temperature = temperature
+        self._extra_feeds = {}
+        if temperature is not None:
+            if not self.has_temperature:
+                raise ModelError(f"{self.path} has no temperature input (an older model); "
+                                 "leave the temperature unset for it")
+            self._extra_feeds[TEMPERATURE] = np.array(temperature, np.float32)
+        elif TEMPERATURE in [i.name for i in self.session.get_inputs()]:  # required, no default in the graph
+            if self.info.temperature is None:
+                raise ModelContractError(f"{self.path}: its temperature input has no default in the graph or the "
+                                         "metadata; pass a temperature")
+            self._extra_feeds[TEMPERATURE] = np.array(self.info.temperature, np.float32)
+        log.info("model %s on %s (size %d, multiple %d%s)", self.path, self.provider, self.input_size,
+                 self.size_multiple, f", temperature {temperature:g}" if temperature is not None else "")
 
     def _session(self, options, chain: list, provider: str) -> ort.InferenceSession:
         try:
@@ -163,52 +210,48 @@ class ColorizerModel:
                 raise ProviderError(f"cannot start {provider}: {message}") from None
             raise ModelError(f"cannot load {self.path}: {message}") from None
 
-    def _check_contract(self) -> None:
-        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        if [i.name for i in inputs] != ["L"] or "ab" not in [o.name for o in outputs]:
-            raise ModelError(
-                f"{self.path} does not follow the colorizer contract (expected input 'L' and output 'ab'; "
-                f"found inputs {[i.name for i in inputs]}, outputs {[o.name for o in outputs]})")
-        if inputs[0].type != "tensor(float)" or len(inputs[0].shape) != 4:
-            raise ModelError(f"{self.path}: input 'L' must be float32 [N,1,H,W], found {inputs[0].type} "
-                             f"{inputs[0].shape}")
+    @property
+    def input_size(self) -> int:
+        return self.info.input_size
 
-    def _metadata_int(self, key: str, default: int | None = None) -> int:
-        value = self.metadata.get(key)
-        if value is None:
-            if default is None:
-                raise ModelError(f"{self.path} has no {key!r} metadata (pass a size explicitly)")
-            return default
-        try:
-            number = int(value)
-        except ValueError:
-            raise ModelError(f"{self.path}: metadata {key!r} is not an integer: {value!r}") from None
-        if number < 1:
-            raise ModelError(f"{self.path}: metadata {key!r} must be positive, got {number}")
-        return number
+    @input_size.setter
+    def input_size(self, value: int) -> None:
+        self.info = dataclasses.replace(self.info, input_size=int(value))
+
+    @property
+    def size_multiple(self) -> int:
+        return self.info.size_multiple
+
+    @size_multiple.setter
+    def size_multiple(self, value: int) -> None:
+        self.info = dataclasses.replace(self.info, size_multiple=int(value))
+
+    @property
+    def default_temperature(self) -> float | None:
+        """The temperature baked into the file (metadata), None for older models."""
+        return self.info.temperature
 
     def model_size(self, height: int, width: int) -> tuple[int, int]:
-        return color.model_size(height, width, self.input_size, self.size_multiple)
+        return contract.model_size(height, width, self.input_size, self.size_multiple)
 
     def small_lightness(self, image: np.ndarray) -> np.ndarray:
-        """Gray or BGR image of any size -> L* [1,1,h,w] float32 at the model's size. The pixels are resized first
-        (as training resized its RGB images), so a huge image never gets a full-size float copy."""
-        h, w = self.model_size(*image.shape[:2])
-        return np.ascontiguousarray(color.lightness(color.resize_area(image, h, w))[None, None])
+        """Gray or BGR image of any size -> L* [1,1,h,w] float32 at the model's size (contract.model_input)."""
+        return contract.model_input(image, self.info)
 
     def prepare(self, bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """BGR (or gray) frame -> (full-res L* HxW float32, L* [1,1,h,w] float32 at the model's size)."""
         return color.lightness(bgr), self.small_lightness(bgr)
 
     def predict_ab(self, lightness: np.ndarray) -> np.ndarray:
-        """L* [N,1,h,w] -> a*, b* [N,2,h,w] float32."""
-        (ab,) = self.session.run(["ab"], {"L": np.ascontiguousarray(lightness, dtype=np.float32)})
+        """L* [N,1,h,w] -> a*, b* [N,2,h,w] float32 (with the chosen temperature, if any)."""
+        feeds = {INPUT: np.ascontiguousarray(lightness, dtype=np.float32), **self._extra_feeds}
+        (ab,) = self.session.run([OUTPUT], feeds)
         return ab.astype(np.float32, copy=False)
 
     def merge(self, L_full: np.ndarray, ab_small: np.ndarray) -> np.ndarray:
         """Full-res L* HxW and ab [2,h,w] -> uint8 BGR HxWx3: ab resized up, L kept at full resolution."""
-        return color.merge_lab(L_full, ab_small, source_is_lightness=True)
+        return contract.merge(L_full, ab_small)
 
     def colorize_bgr(self, bgr: np.ndarray) -> np.ndarray:
-        full, small = self.prepare(bgr)
-        return self.merge(full, self.predict_ab(small)[0])
+        """Gray or BGR image (uint8, uint16, float) -> uint8 BGR at the same size."""
+        return contract.colorize(self.predict_ab, bgr, self.info)

@@ -7,49 +7,41 @@
 Keys in the window: q or Esc quit, space pause, s snapshot (PNG in the current folder), v cycle the view
 (side-by-side, color, gray), r start / stop recording (the view as it is when recording starts, without the overlay).
 
-Capture runs on its own thread. A camera or stream keeps only its newest frame, so a slow model skips frames instead
-of falling behind; a file gives every frame in order, so a recording keeps its frame count and fps (in the window a
-file plays at its own fps). The model's a*, b* are smoothed over time (runtime.smoothing; --smooth 0 turns it off).
-Exit status: 0 done (quit, window closed, end of stream, --max-frames), 1 failure mid-stream, 2 usage, model,
-provider, source or display error, 130 interrupted.
+Capture runs on its own thread (runtime.video). A camera or stream keeps only its newest frame, so a slow model skips
+frames instead of falling behind; a file gives every frame in order, so a recording keeps its frame count and fps (in
+the window a file plays at its own fps). The model's a*, b* are smoothed over time (runtime.smoothing; --smooth 0
+turns it off). Recordings are read back and counted before they get their name. Exit status: 0 done (quit, window
+closed, end of stream, --max-frames), 1 failure mid-stream, a file source that ended early or a recording that could
+not be written, 2 usage, model, provider, source or display error, 130 interrupted (SIGINT), 143 terminated (SIGTERM).
 """
 
 import argparse
-import collections
-import glob
 import logging
-import math
 import os
 import subprocess
 import sys
-import tempfile
-import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
-from runtime.colorize import write_atomic
-from runtime.model import PROVIDERS, ColorizerModel, ModelError, ProviderError
+from runtime import cli, fileio
+from runtime.model import ColorizerModel
 from runtime.smoothing import DEFAULT_WEIGHT, AbSmoother
+from runtime.video import FrameReader, Recorder, Source, SourceError, open_source
 
 VIEWS = ("side-by-side", "color", "gray")
 WINDOW = "colorizer - q quit, space pause, s snapshot, v view, r record"
 RECORD_SUFFIXES = (".mp4", ".avi", ".mov")
 FALLBACK_FPS = 30.0  # for recordings when the source does not report a frame rate
-FILE_BUFFER = 4  # decoded frames a file source may hold ahead of the model
 POLL_S = 0.01  # with a window, how long to wait for a frame before serving the window's events again
 MAX_WINDOW = (1600, 900)  # a larger view opens scaled down to this (the window stays resizable)
 # A throwaway process tries a window first: Qt aborts the whole process when it cannot reach the display.
 DISPLAY_PROBE = "import cv2; cv2.namedWindow('probe'); cv2.waitKey(1); cv2.destroyAllWindows()"
 log = logging.getLogger(__name__)
-
-
-class SourceError(Exception):
-    """The camera, file or stream cannot be opened or gives no frames."""
 
 
 class DisplayError(Exception):
@@ -64,139 +56,16 @@ def get_args_parser():
     where.add_argument("--source", default=None,
                        help="video file, image sequence (frames_%%04d.png) or stream URL (rtsp://, http://) "
                             "instead of a camera")
-    parser.add_argument("--model", default=None,
-                        help="shipped model name (colorizer, colorizer-int8, seed-colorizer) or .onnx path "
-                             "(default: colorizer)")
-    parser.add_argument("--provider", default="auto", choices=PROVIDERS,
-                        help="auto = CUDA when available, else CPU; cuda/tensorrt fail rather than fall back")
-    parser.add_argument("--size", type=int, default=None,
-                        help="model input size (shorter side, px); default from the model's metadata")
-    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: all cores)")
+    cli.add_model_options(parser)
     parser.add_argument("--view", default=VIEWS[0], choices=VIEWS, help="what the window shows (v cycles it)")
     parser.add_argument("--record", default=None, metavar="OUT.mp4",
                         help="record the view from the start (r in the window starts and stops recordings)")
     parser.add_argument("--no-display", action="store_true", help="no window (headless; with --record or for fps)")
-    parser.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    parser.add_argument("--max-frames", type=cli.positive_int, default=None, help="stop after this many frames")
     parser.add_argument("--smooth", type=float, default=DEFAULT_WEIGHT,
                         help=f"temporal smoothing of the colours: weight of the running average, 0 = off "
                              f"(default: {DEFAULT_WEIGHT})")
     return parser
-
-
-# ---------------------------------------------------------------- sources and the capture thread
-
-@dataclass
-class Source:
-    capture: cv2.VideoCapture
-    name: str
-    live: bool  # a camera or stream: frames come in real time and may be skipped
-    fps: float  # 0 when the source does not say
-    frame_count: int  # 0 when unknown
-    first: np.ndarray  # read while opening, to be sure the source really gives frames
-
-
-def camera_hint(index: int) -> str:
-    if not sys.platform.startswith("linux"):
-        return f"tried index {index} with OpenCV's default capture backend"
-    devices = sorted(glob.glob("/dev/video*"))
-    found = ", ".join(devices) if devices else "none"
-    return f"tried /dev/video{index}; video devices on this machine: {found}"
-
-
-def is_live(source: str) -> bool:
-    return "://" in source or Path(source).is_char_device()
-
-
-def open_source(camera: int | None, source: str | None) -> Source:
-    if source is None:
-        index = 0 if camera is None else camera
-        name, live = f"camera {index}", True
-        # V4L2 on Linux: that is where webcams are, and CAP_ANY would also probe depth-camera backends noisily
-        backend = cv2.CAP_V4L2 if sys.platform.startswith("linux") else cv2.CAP_ANY
-        capture = cv2.VideoCapture(index, backend)
-        if not capture.isOpened():
-            raise SourceError(f"cannot open camera {index} ({camera_hint(index)}); choose another with --camera N "
-                              "or use --source for a video file or stream")
-    else:
-        name, live = source, is_live(source)
-        path = Path(source)
-        if not live and path.is_dir():
-            raise SourceError(f"source {source} is a folder (for an image sequence give a pattern: frames_%04d.png)")
-        if not live and not path.exists() and "%" not in source:
-            raise SourceError(f"source not found: {source}")
-        capture = cv2.VideoCapture(source)
-        if not capture.isOpened():
-            raise SourceError(f"cannot open {source} (not a readable video, image sequence or stream)")
-    ok, first = capture.read()
-    if not ok or first is None:
-        capture.release()
-        busy = " (is another program using it?)" if source is None else ""
-        raise SourceError(f"{name} opened but gave no frames{busy}")
-    fps = capture.get(cv2.CAP_PROP_FPS)
-    fps = fps if math.isfinite(fps) and 0 < fps <= 1000 else 0.0
-    frame_count = 0 if live else max(0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT)))
-    return Source(capture, name, live, fps, frame_count, first)
-
-
-class FrameReader:
-    """Reads frames on its own thread, so capture never waits on the model. A live source keeps only the newest
-    frame (older ones are dropped and counted, so latency cannot build up); a file hands over every frame in order,
-    decoding at most FILE_BUFFER frames ahead."""
-
-    def __init__(self, source: Source):
-        self._capture, self.live = source.capture, source.live
-        self._frames = collections.deque([source.first])
-        self._changed = threading.Condition()
-        self._ended = self._stopping = False
-        self.dropped = 0
-        self.error: Exception | None = None
-        self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            while not self._stopping:
-                ok, frame = self._capture.read()
-                with self._changed:
-                    if not ok:
-                        break
-                    if self.live:
-                        self.dropped += len(self._frames)
-                        self._frames.clear()
-                    else:
-                        self._changed.wait_for(lambda: len(self._frames) < FILE_BUFFER or self._stopping)
-                    self._frames.append(frame)
-                    self._changed.notify_all()
-        except Exception as error:  # a decoder failure ends the stream; main reports it
-            self.error = error
-        finally:
-            with self._changed:
-                self._ended = True
-                self._changed.notify_all()
-
-    @property
-    def finished(self) -> bool:
-        """The stream has ended and every frame has been read."""
-        with self._changed:
-            return self._ended and not self._frames
-
-    def read(self, timeout: float | None = None) -> np.ndarray | None:
-        """The next frame; None when none arrived within timeout or the stream is finished."""
-        with self._changed:
-            self._changed.wait_for(lambda: self._frames or self._ended, timeout)
-            if not self._frames:
-                return None
-            frame = self._frames.popleft()
-            self._changed.notify_all()
-            return frame
-
-    def stop(self) -> None:
-        with self._changed:
-            self._stopping = True
-            self._changed.notify_all()
-        self._thread.join(timeout=5.0)
-        if not self._thread.is_alive():  # never release a capture another thread may still be reading
-            self._capture.release()
 
 
 # ---------------------------------------------------------------- frames, views, overlay
@@ -239,57 +108,38 @@ class RateMeter:
         self._last = now
 
 
+# ---------------------------------------------------------------- keys
+
+@dataclass(frozen=True)
+class KeyState:
+    view: str
+    paused: bool = False
+
+
+def on_key(key: int, state: KeyState) -> tuple[KeyState, str | None]:
+    """A key code from cv2.waitKey (-1: none) -> (new state, action): "quit", "pause", "resume", "view" (the view
+    changed), "snapshot", "record" (start or stop) or None."""
+    key &= 0xFF
+    if key in (ord("q"), 27):
+        return state, "quit"
+    if key == ord(" "):
+        return replace(state, paused=not state.paused), "resume" if state.paused else "pause"
+    if key == ord("v"):
+        return replace(state, view=VIEWS[(VIEWS.index(state.view) + 1) % len(VIEWS)]), "view"
+    if key == ord("s"):
+        return state, "snapshot"
+    if key == ord("r"):
+        return state, "record"
+    return state, None
+
+
 # ---------------------------------------------------------------- recordings and snapshots
 
-def file_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-class Recorder:
-    """Writes a video into a temp file beside the target and renames it into place when stopped, so a file with the
-    target's name is always complete. Live sources are recorded in real time at `fps`: frames are repeated or skipped
-    to keep the clock (the model may run slower or faster than the camera)."""
-
-    def __init__(self, target: Path, fps: float, view: str, realtime: bool):
-        self.target, self.fps, self.view, self.realtime = target, fps, view, realtime
-        target.parent.mkdir(parents=True, exist_ok=True)
-        handle, self._temp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=target.suffix, dir=target.parent)
-        os.close(handle)
-        self._writer, self._size, self._clock = None, None, None
-        self.frames = 0
-
-    def write(self, image: np.ndarray) -> None:
-        if self._writer is None:
-            self._size = (image.shape[1], image.shape[0])
-            self._writer = cv2.VideoWriter(self._temp, cv2.VideoWriter_fourcc(*"mp4v"), self.fps, self._size)
-            if not self._writer.isOpened():
-                raise OSError(f"cannot open a video writer for {self.target}")
-        if (image.shape[1], image.shape[0]) != self._size:  # a stream changed resolution: keep the file valid
-            image = cv2.resize(image, self._size, interpolation=cv2.INTER_AREA)
-        count = 1
-        if self.realtime:
-            now = time.monotonic()
-            if self._clock is None:
-                self._clock = now
-            count = int((now - self._clock) * self.fps) + 1 - self.frames
-            if count > self.fps:  # a long gap (paused): carry on from here rather than fill it with one frame
-                self._clock, count = now - self.frames / self.fps, 1
-        for _ in range(count):
-            self._writer.write(image)
-        self.frames += max(0, count)
-
-    def stop(self) -> bool:
-        """Finish the file; False (and nothing written) when no frame was recorded."""
-        if self._writer is not None:
-            self._writer.release()
-        if self.frames == 0:
-            Path(self._temp).unlink(missing_ok=True)
-            return False
-        os.chmod(self._temp, file_mode())
-        os.replace(self._temp, self.target)
-        return True
+def remove_stale_partials(folder: Path) -> None:
+    """Temp files left in `folder` by a killed run (their process is gone) are deleted, with a note."""
+    removed = fileio.remove_stale_partials(folder)
+    if removed:
+        print(f"note: removed {len(removed)} temp file(s) left in {folder} by an interrupted run", file=sys.stderr)
 
 
 def next_recording_path(record: Path | None, taken: int) -> Path:
@@ -313,13 +163,10 @@ def save_snapshot(image: np.ndarray) -> Path:
     number = 1
     while (target := Path(f"snapshot-{stamp}-{number}.png")).exists():
         number += 1
-
-    def write(temp):
-        if not cv2.imwrite(temp, image):
-            raise OSError(f"could not write {target}")
-
-    write_atomic(target, write)
-    return target
+    ok, data = cv2.imencode(".png", image)
+    if not ok:
+        raise OSError(f"could not encode {target}")
+    return fileio.write_bytes_atomic(target, data.tobytes())
 
 
 # ---------------------------------------------------------------- the window
@@ -373,42 +220,56 @@ def window_closed() -> bool:
 # ---------------------------------------------------------------- main loop
 
 def run(args, model: ColorizerModel, source: Source) -> int:
+    """The main loop (the window is open unless --no-display); releases the source."""
     display = not args.no_display
     smoother = AbSmoother(args.smooth)
     record_fps = source.fps or FALLBACK_FPS
     if not source.fps and (args.record or display):
         log.info("%s does not report a frame rate; recordings use %.0f fps", source.name, FALLBACK_FPS)
-    if display:
-        open_window()
     recordings, recorder = 0, None
-    if args.record:
-        recorder, recordings = Recorder(Path(args.record), record_fps, args.view, source.live), 1
-    reader = FrameReader(source)
-    view, paused, last, redraw, window_sized = args.view, False, None, False, False
+    state = KeyState(args.view)
+
+    def start_recording(target: Path, view: str) -> Recorder:
+        nonlocal recordings
+        remove_stale_partials(target.parent)
+        recordings += 1
+        return Recorder(target, record_fps, view, source.live,
+                        note=lambda message: tqdm.write(f"note: {message}", file=sys.stderr))
+
+    reader, last, redraw, window_sized = None, None, False, False
     meter, processing_s = RateMeter(), 0.0
     # in the window a file plays at its own fps; without one it runs as fast as it can (that is the fps figure)
     interval = 1.0 / source.fps if display and not source.live and source.fps else 0.0
     shown_at = None
     total = min(filter(None, (args.max_frames, source.frame_count)), default=None)
     progress = tqdm(total=total, unit="frame", desc=source.name, leave=False, disable=display)
-    processed, started, finished_at, reason, status = 0, None, None, "end of stream", 0
+    processed, started, finished_at, reason, status = 0, None, None, "end of stream", cli.EXIT_OK
 
     def stop_recording():
-        nonlocal recorder
+        nonlocal recorder, status
         if recorder is not None:
-            if recorder.stop():
-                print(f"recording: {recorder.target} ({recorder.frames} frames, {recorder.fps:g} fps)", flush=True)
-            else:
-                print(f"recording: nothing recorded, {recorder.target} not written", flush=True)
-            recorder = None
+            finished, recorder = recorder, None
+            try:
+                if finished.stop():
+                    print(f"recording: {finished.target} ({finished.frames} frames, {finished.fps:g} fps)",
+                          flush=True)
+                else:
+                    print(f"recording: nothing recorded, {finished.target} not written", flush=True)
+            except Exception as error:  # disk full: the file is not complete, so it is not there at all
+                print(f"error: recording {finished.target} failed, not written: {fileio.first_line(error)}",
+                      file=sys.stderr, flush=True)
+                status = status or cli.EXIT_FAILED
 
     try:
+        if args.record:
+            recorder = start_recording(Path(args.record), state.view)
+        reader = FrameReader(source)
         while True:
             if args.max_frames is not None and processed >= args.max_frames:
                 reason = f"--max-frames {args.max_frames}"
                 break
             frame = None
-            if not paused:
+            if not state.paused:
                 frame = reader.read(timeout=POLL_S if display else None)
                 if frame is None and reader.finished:
                     break
@@ -428,10 +289,10 @@ def run(args, model: ColorizerModel, source: Source) -> int:
                 continue
             if (frame is not None or redraw) and last is not None:
                 small_h, small_w = model.model_size(*last[0].shape[:2])
-                flags = "  PAUSED" * paused + "  REC" * (recorder is not None)
+                flags = "  PAUSED" * state.paused + "  REC" * (recorder is not None)
                 text = (f"{meter.fps:.1f} fps  {model.provider.removesuffix('ExecutionProvider')}  "
                         f"model {small_w}x{small_h}{flags}")
-                image = draw_overlay(compose(view, *last), text)
+                image = draw_overlay(compose(state.view, *last), text)
                 if not window_sized:
                     fit_window(image)
                     window_sized = True
@@ -443,47 +304,55 @@ def run(args, model: ColorizerModel, source: Source) -> int:
                 # when this frame is due: one interval after the last, or now when running late (no catching up)
                 shown_at = now if shown_at is None else max(now, shown_at + interval)
                 delay_ms = max(1, int((shown_at + interval - now - processing_s) * 1000))
-            elif paused:
+            elif state.paused:
                 delay_ms = 30
-            key = cv2.waitKey(delay_ms) & 0xFF
+            key = cv2.waitKey(delay_ms)
             if window_closed():
                 reason = "window closed"
                 break
-            if key in (ord("q"), 27):
+            state, action = on_key(key, state)
+            if action is None:
+                continue
+            if action == "quit":
                 reason = "quit"
                 break
-            if key == ord(" "):
-                paused, redraw, shown_at = not paused, True, None
-                print("paused" if paused else "resumed", flush=True)
-            elif key == ord("v"):
-                view, redraw = VIEWS[(VIEWS.index(view) + 1) % len(VIEWS)], True
-                print(f"view: {view}", flush=True)
-            elif key == ord("s") and last is not None:
-                print(f"snapshot: {save_snapshot(compose(view, *last))}", flush=True)
-            elif key == ord("r"):
+            if action in ("pause", "resume"):
+                redraw, shown_at = True, None
+                print("paused" if state.paused else "resumed", flush=True)
+            elif action == "view":
+                redraw = True
+                print(f"view: {state.view}", flush=True)
+            elif action == "snapshot" and last is not None:
+                print(f"snapshot: {save_snapshot(compose(state.view, *last))}", flush=True)
+            elif action == "record":
                 if recorder is None:
                     target = next_recording_path(Path(args.record) if args.record else None, recordings)
-                    recorder, recordings = Recorder(target, record_fps, view, source.live), recordings + 1
+                    recorder = start_recording(target, state.view)
                     print(f"recording to {target} ...", flush=True)
                 else:
                     stop_recording()
                 redraw = True
-    except KeyboardInterrupt:
-        reason, status = "interrupted", 130
+    except KeyboardInterrupt as interrupt:  # SIGINT or SIGTERM (cli.interruptible): stop cleanly, keep the recording
+        reason, status = "interrupted", cli.interrupt_code(interrupt)
     except Exception as error:  # ONNX Runtime, encoder or disk failure mid-stream: one line, keep what was recorded
-        message = str(error).strip().splitlines()
-        print(f"error: {message[-1] if message else type(error).__name__}", file=sys.stderr)
-        reason, status = "failed", 1
+        print(f"error: {fileio.first_line(error)}", file=sys.stderr)
+        reason, status = "failed", cli.EXIT_FAILED
     finally:
         progress.close()
-        reader.stop()
+        if reader is not None:
+            reader.stop()
+        else:
+            source.capture.release()
         stop_recording()
         if display:
             cv2.destroyAllWindows()
             cv2.waitKey(1)
-    if reader.error is not None:
-        print(f"error: reading {source.name} failed: {reader.error}", file=sys.stderr)
-        status = status or 1
+    if reader is not None and reader.error is not None:
+        print(f"error: reading {source.name} failed: {fileio.first_line(reader.error)}", file=sys.stderr)
+        status = status or cli.EXIT_FAILED
+    elif reason == "end of stream" and 0 < processed < source.frame_count:  # a damaged or truncated file
+        print(f"error: {source.name}: read {processed} of {source.frame_count} declared frames", file=sys.stderr)
+        status = status or cli.EXIT_FAILED
     print_summary(model, source, reader, processed, started, finished_at, reason)
     return status
 
@@ -496,23 +365,14 @@ def print_summary(model, source, reader, processed, started, finished_at, reason
         return
     seconds = finished_at - started
     fps = processed / seconds if seconds > 0 else float("inf")
-    skipped = f", {reader.dropped} camera frames skipped" if source.live else ""
+    skipped = f", {reader.dropped} camera frames skipped" if source.live and reader is not None else ""
     print(f"stopped ({reason}): {processed} frames in {seconds:.1f} s, mean {fps:.1f} fps end to end "
           f"({width}x{height} from {source.name}, model {small_w}x{small_h} on {model.provider}{skipped})")
 
 
-def main(argv=None) -> int:
-    parser = get_args_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    # we report unopenable sources ourselves, in one line; FFmpeg's own log (read at its first use) stays quiet
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+def check_args(parser, args) -> None:
     if args.camera is not None and args.camera < 0:
         parser.error("--camera must be 0 or more")
-    for name in ("size", "threads", "max_frames"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be positive")
     if not 0.0 <= args.smooth < 1.0:
         parser.error("--smooth must be in [0, 1) (0 turns smoothing off)")
     if args.record:
@@ -523,30 +383,38 @@ def main(argv=None) -> int:
             parser.error(f"--record {record} is a folder")
         if args.source and Path(args.source).exists() and record.resolve() == Path(args.source).resolve():
             parser.error("--record would overwrite the source")
-    try:
-        if not args.no_display:
-            quiet_qt_fonts()
-            check_display()
-        source = open_source(args.camera, args.source)
-    except DisplayError as error:
-        print(f"error: {error}; use --no-display", file=sys.stderr)
-        return 2
-    except SourceError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    try:
-        model = ColorizerModel(args.model, provider=args.provider, size=args.size, threads=args.threads)
-    except (ModelError, ProviderError) as error:
-        source.capture.release()
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    height, width = source.first.shape[:2]
-    log.info("%s: %dx%d%s", source.name, width, height, f" at {source.fps:g} fps" if source.fps else "")
-    try:
-        return run(args, model, source)
-    except DisplayError as error:
-        print(f"error: {error}; use --no-display", file=sys.stderr)
-        return 2
+
+
+def main(argv=None) -> int:
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    check_args(parser, args)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    cli.quiet_opencv()
+    with cli.interruptible():
+        source = None
+        try:
+            if not args.no_display:
+                quiet_qt_fonts()
+                check_display()
+            source = open_source(args.camera, args.source)
+            model = cli.load_model(args)
+            height, width = source.first.shape[:2]
+            log.info("%s: %dx%d%s", source.name, width, height, f" at {source.fps:g} fps" if source.fps else "")
+            if not args.no_display:
+                open_window()
+            source, running = None, source  # from here the capture thread owns (and releases) the capture
+            return run(args, model, running)
+        except DisplayError as error:
+            fileio.fail(f"{error}; use --no-display", cli.EXIT_USAGE)
+        except (SourceError, *cli.MODEL_ERRORS) as error:
+            fileio.fail(str(error), cli.EXIT_USAGE)
+        except KeyboardInterrupt as interrupt:  # before the main loop started
+            print("interrupted", file=sys.stderr)
+            return cli.interrupt_code(interrupt)
+        finally:
+            if source is not None:
+                source.capture.release()
 
 
 if __name__ == "__main__":

@@ -1,22 +1,21 @@
-"""runtime.model and runtime.color: model resolution, providers, contract checks, Lab maths and the merge."""
+"""runtime.model and runtime.color: model resolution, providers, contract checks, Lab maths and the merge; and the
+README's Python API snippet, run as written."""
 
 import json
+import os
+import re
+import subprocess
+import sys
 
 import cv2
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper
 from skimage.color import lab2rgb, rgb2lab
 
 from runtime import ColorizerModel, ModelError, ProviderError, color, model as runtime_model, resolve_model
-from tests.onnx_fixtures import make_tiny_colorizer
-
-
-@pytest.fixture
-def tiny(tmp_path):
-    return make_tiny_colorizer(tmp_path / "tiny.onnx")
+from tests.conftest import REPO, make_conv_model, make_tiny_colorizer
 
 
 def textured_image(height=96, width=128, seed=0):
@@ -47,12 +46,12 @@ def test_resolve_model_shipped_names_and_paths(tmp_path, monkeypatch):
         resolve_model(tmp_path / "missing.onnx")
 
 
-def test_model_loads_with_metadata(tiny):
-    model = ColorizerModel(tiny, provider="cpu")
+def test_model_loads_with_metadata(tiny_model):
+    model = ColorizerModel(tiny_model, provider="cpu")
     assert model.provider == "CPUExecutionProvider"
     assert model.input_size == 64 and model.size_multiple == 1
     assert model.metadata["precision"] == "fp32"
-    assert ColorizerModel(tiny, provider="cpu", size=40).input_size == 40
+    assert ColorizerModel(tiny_model, provider="cpu", size=40).input_size == 40
 
 
 def test_model_size_keeps_aspect_and_multiple(tmp_path):
@@ -65,12 +64,12 @@ def test_model_size_keeps_aspect_and_multiple(tmp_path):
     assert full.shape == (480, 640) and small.shape == (1, 1, 160, 224) and small.dtype == np.float32
 
 
-def test_predict_ab_matches_the_graph_by_hand(tiny):
+def test_predict_ab_matches_the_graph_by_hand(tiny_model):
     """The tiny graph is ab = 60 tanh(conv3x3((L - 50) / 50)); recompute it with OpenCV."""
-    weights = {t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(tiny).graph.initializer}
+    weights = {t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(tiny_model).graph.initializer}
     rng = np.random.default_rng(3)
     lightness = rng.uniform(0, 100, (2, 1, 20, 30)).astype(np.float32)
-    ab = ColorizerModel(tiny, provider="cpu").predict_ab(lightness)
+    ab = ColorizerModel(tiny_model, provider="cpu").predict_ab(lightness)
     assert ab.shape == (2, 2, 20, 30) and ab.dtype == np.float32
     for n in range(2):
         normalised = (lightness[n, 0] - 50.0) / 50.0
@@ -92,14 +91,7 @@ def test_malformed_model_file_is_a_model_error(tmp_path, content):
 
 
 def off_contract_model(path, input_name="x", metadata=None):
-    node = helper.make_node("Concat", [input_name, input_name], ["ab"], axis=1)
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info(input_name, TensorProto.FLOAT,
-                                                                          ["N", 1, "H", "W"])],
-                              [helper.make_tensor_value_info("ab", TensorProto.FLOAT, ["N", 2, "H", "W"])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    helper.set_model_props(model, metadata or {"input_size": "64"})
-    onnx.save(model, str(path))
+    make_conv_model(path, input_name=input_name, metadata=metadata or {"input_size": "64"})
     return path
 
 
@@ -114,24 +106,24 @@ def test_model_off_contract_or_without_size_is_rejected(tmp_path):
     assert ColorizerModel(tmp_path / "b.onnx", provider="cpu", size=32).input_size == 32
 
 
-def test_provider_selection(tiny):
+def test_provider_selection(tiny_model):
     available = ort.get_available_providers()
-    auto = ColorizerModel(tiny, provider="auto")
+    auto = ColorizerModel(tiny_model, provider="auto")
     cuda_here = "CUDAExecutionProvider" in available
     assert auto.provider in (("CUDAExecutionProvider", "CPUExecutionProvider") if cuda_here
                              else ("CPUExecutionProvider",))
-    assert ColorizerModel(tiny, provider="cpu").provider == "CPUExecutionProvider"
+    assert ColorizerModel(tiny_model, provider="cpu").provider == "CPUExecutionProvider"
     with pytest.raises(ProviderError, match="unknown provider"):
-        ColorizerModel(tiny, provider="npu")
+        ColorizerModel(tiny_model, provider="npu")
 
 
 @pytest.mark.parametrize("provider,ort_name", [("cuda", "CUDAExecutionProvider"),
                                                ("tensorrt", "TensorrtExecutionProvider")])
-def test_unavailable_gpu_provider_is_an_error_not_a_fallback(tiny, provider, ort_name):
+def test_unavailable_gpu_provider_is_an_error_not_a_fallback(tiny_model, provider, ort_name):
     if ort_name in ort.get_available_providers():
         pytest.skip(f"{ort_name} is built into this onnxruntime; the no-fallback case needs a CPU-only build")
     with pytest.raises(ProviderError, match=provider):
-        ColorizerModel(tiny, provider=provider)
+        ColorizerModel(tiny_model, provider=provider)
 
 
 # ---------------------------------------------------------------- colour maths
@@ -157,9 +149,9 @@ def test_lab_to_bgr_matches_skimage():
     np.testing.assert_allclose(cv2.cvtColor(rgb[..., ::-1].astype(np.float32), cv2.COLOR_BGR2Lab), lab, atol=0.5)
 
 
-def test_merge_keeps_the_input_lightness(tiny):
+def test_merge_keeps_the_input_lightness(tiny_model):
     image = textured_image(192, 256)
-    out = ColorizerModel(tiny, provider="cpu").colorize_bgr(image)
+    out = ColorizerModel(tiny_model, provider="cpu").colorize_bgr(image)
     assert out.shape == image.shape and out.dtype == np.uint8
     difference = np.abs(color.lightness(out) - color.lightness(image))
     in_gamut = np.all((out > 0) & (out < 255), axis=2)  # clipping out-of-gamut colours may move L
@@ -168,8 +160,8 @@ def test_merge_keeps_the_input_lightness(tiny):
     assert np.abs(out.astype(int) - image).mean() > 2  # it did recolour
 
 
-def test_merge_in_strips_equals_one_pass(tiny, monkeypatch):
-    model = ColorizerModel(tiny, provider="cpu")
+def test_merge_in_strips_equals_one_pass(tiny_model, monkeypatch):
+    model = ColorizerModel(tiny_model, provider="cpu")
     image = textured_image(150, 170)
     whole, whole_l = model.colorize_bgr(image), color.lightness(image)
     monkeypatch.setattr(color, "STRIP_PIXELS", 170 * 7)  # 22 strips, the last one short
@@ -189,6 +181,35 @@ def test_model_size_rounding():
     assert color.model_size(100, 100, 20, 32) == (32, 32)  # never below one multiple
 
 
-def test_tiny_fixture_metadata_is_json(tiny):
-    metadata = ColorizerModel(tiny, provider="cpu").metadata
+def test_tiny_fixture_metadata_is_json(tiny_model):
+    metadata = ColorizerModel(tiny_model, provider="cpu").metadata
     assert json.loads(metadata["metrics"]) == {}
+
+
+# ---------------------------------------------------------------- the README's Python API snippet
+
+def readme_python_api(text: str) -> str | None:
+    """The first ```python block after the heading "## Python API", or None when there is none."""
+    match = re.search(r"^## Python API\s*$(.*?)^```python\n(.*?)^```", text, re.M | re.S)
+    if match is None or re.search(r"^## ", match.group(1), re.M):  # the block must be in that section
+        return None
+    return match.group(2)
+
+
+def test_readme_python_api_extraction():
+    text = "# T\n## Python API\n\nSay.\n\n```python\nprint(1)\n```\n\n```python\nprint(2)\n```\n"
+    assert readme_python_api(text) == "print(1)\n"
+    assert readme_python_api("## Python API\n\n## Next\n```python\nprint(3)\n```\n") is None
+    assert readme_python_api("## Usage\n```python\nprint(3)\n```\n") is None
+
+
+def test_readme_python_api_snippet_runs(tmp_path):
+    snippet = readme_python_api((REPO / "README.md").read_text())
+    if snippet is None:
+        pytest.skip("README.md has no '## Python API' section with a ```python block yet")
+    (tmp_path / "examples").symlink_to(REPO / "examples")  # the snippet's relative paths, outputs in tmp_path
+    (tmp_path / "snippet.py").write_text(snippet)
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run([sys.executable, "snippet.py"], cwd=tmp_path, capture_output=True, text=True,
+                            env={**os.environ, **env}, timeout=300)
+    assert result.returncode == 0, f"README snippet failed:\n{snippet}\n{result.stderr[-3000:]}"

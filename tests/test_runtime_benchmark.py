@@ -1,16 +1,23 @@
-"""python -m runtime.benchmark on the tiny fixture model (real models are benchmarked by hand)."""
+"""python -m runtime.benchmark (ONNX only) on the tiny fixture model, and export.benchmark_torch (PyTorch eager vs
+ONNX); real models are benchmarked by hand."""
 
+import ast
 import json
 
 import pytest
 
+from runtime import benchmark
 from runtime.benchmark import main
-from tests.onnx_fixtures import make_tiny_colorizer
+from tests.conftest import REPO
 
 
-def test_benchmark_json_report(tmp_path, capsys):
-    tiny = make_tiny_colorizer(tmp_path / "tiny.onnx", input_size=32)
-    code = main(["--model", str(tiny), "--provider", "cpu", "--sizes", "32,48", "--batches", "1,2",
+@pytest.fixture
+def tiny32(make_model):
+    return make_model("tiny.onnx", input_size=32)
+
+
+def test_benchmark_json_report(tiny32, capsys):
+    code = main(["--model", tiny32, "--provider", "cpu", "--sizes", "32,48", "--batches", "1,2",
                  "--repeat", "3", "--json"])
     assert code == 0
     report = json.loads(capsys.readouterr().out)
@@ -22,46 +29,80 @@ def test_benchmark_json_report(tmp_path, capsys):
         assert row["img_per_s"] == pytest.approx(row["batch"] * 1000 / row["median_ms"])
     assert [p["frame"] for p in report["pipeline"]] == ["640x480", "1280x720"]
     assert report["pipeline"][0]["model_size"] == "32x43"
-    assert report["peak_rss_mb"] >= report["peak_rss_mb_onnxruntime"] > 10
-    assert "skipped" in report["pytorch_eager"] or report["pytorch_eager"]["latency"]
+    assert report["peak_rss_mb"] > 10
+    assert "pytorch_eager" not in report  # ONNX only: PyTorch is export.benchmark_torch's job
 
 
-def test_benchmark_table_and_errors(tmp_path, capsys):
-    tiny = make_tiny_colorizer(tmp_path / "tiny.onnx", input_size=32)
-    assert main(["--model", str(tiny), "--provider", "cpu", "--sizes", "32", "--batches", "1", "--repeat", "1"]) == 0
+def test_benchmark_table_and_errors(tiny32, tmp_path, capsys):
+    assert main(["--model", tiny32, "--provider", "cpu", "--sizes", "32", "--batches", "1", "--repeat", "1"]) == 0
     out = capsys.readouterr().out
     assert "model only" in out and "full pipeline" in out and "peak RSS" in out
     assert main(["--model", str(tmp_path / "missing.onnx")]) == 2
     assert "error:" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_:
-        main(["--model", str(tiny), "--repeat", "0"])
+        main(["--model", tiny32, "--repeat", "0"])
     assert exit_.value.code == 2
 
 
-def test_pytorch_comparison_is_skipped_cleanly_without_torch(tmp_path, monkeypatch):
-    from argparse import Namespace
+def test_benchmark_keeps_one_session_alive_at_a_time(make_model, monkeypatch, capsys):
+    """Two cores: a second live session's thread pool would steal CPU from the one being timed."""
+    alive, most = [0], [0]
 
-    from runtime import benchmark
+    class Counted(benchmark.ColorizerModel):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            alive[0] += 1
+            most[0] = max(most[0], alive[0])
 
-    (tmp_path / "colorizer.pt").write_bytes(b"a checkpoint that must not be opened")
-    monkeypatch.setattr(benchmark, "REPO_CHECKPOINTS", tmp_path)
-    monkeypatch.setattr(benchmark.importlib.util, "find_spec", lambda name: None)  # as in a torch-free venv
-    result = benchmark.pytorch_eager(Namespace(threads=None, repeat=1, budget=1.0), [32], [1], {})
-    assert "not installed" in result["skipped"]
+        def __del__(self):
+            alive[0] -= 1
+
+    shipped = {"colorizer": make_model("colorizer.onnx", input_size=32),
+               "colorizer-int8": make_model("colorizer-int8.onnx", input_size=32, seed=1)}
+    monkeypatch.setattr(benchmark, "ColorizerModel", Counted)
+    monkeypatch.setattr(benchmark, "shipped_model_path", lambda name: shipped.get(name))
+    monkeypatch.setattr(benchmark, "benchmark_models", lambda args: list(shipped.values()))
+    assert main(["--provider", "cpu", "--sizes", "32", "--batches", "1", "--repeat", "1", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [m["model"] for m in report["models"]] == ["colorizer", "colorizer-int8"]
+    assert most[0] == 1 and alive[0] == 0
 
 
-def test_pytorch_comparison_runs_in_its_own_process(tmp_path, monkeypatch):
+def test_runtime_benchmark_has_no_link_to_train_or_torch():
+    tree = ast.parse((REPO / "runtime" / "benchmark.py").read_text())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    strings = [node.value for node in ast.walk(tree) if isinstance(node, ast.Constant) and isinstance(node.value, str)]
+    assert not {"subprocess", "torch", "train", "export"} & {name.split(".")[0] for name in imported}
+    assert not [s for s in strings if s.startswith(("train.", "export."))]
+    assert not (REPO / "train" / "eager_benchmark.py").exists()
+
+
+def test_torch_benchmark_times_both_engines_on_the_same_inputs(tiny32, tmp_path, capsys):
     torch = pytest.importorskip("torch")
-    from argparse import Namespace
-
-    from runtime import benchmark
+    from export import benchmark_torch
     from train.models import build_colorizer
 
     model = build_colorizer("default")
     torch.save({"model": model.state_dict(), "meta": {"preset": "default", "model_kwargs": {"num_bins": len(model.bins)}}},
                tmp_path / "colorizer.pt")
-    monkeypatch.setattr(benchmark, "REPO_CHECKPOINTS", tmp_path)
-    result = benchmark.pytorch_eager(Namespace(threads=1, repeat=2, budget=1.0), [64], [1, 2], {})
-    assert [(r["size"], r["batch"]) for r in result["latency"]] == [(64, 1), (64, 2)]
-    assert all(r["median_ms"] > 0 for r in result["latency"])
-    assert result["same_model_as_onnx"] is False  # no ONNX metadata given to compare with
+    threads = torch.get_num_threads()
+    try:
+        assert benchmark_torch.main(["--checkpoint", str(tmp_path / "colorizer.pt"), "--onnx", tiny32, "--sizes", "64",
+                                     "--batches", "1,2", "--threads", "1", "--repeat", "2", "--budget", "1",
+                                     "--json"]) == 0
+    finally:
+        torch.set_num_threads(threads)  # the benchmark sets it for the process
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for key, engine in (("onnx_latency", "tiny"), ("torch_latency", "pytorch-eager")):
+        assert [(r["model"], r["size"], r["batch"]) for r in report[key]] == [(engine, 64, 1), (engine, 64, 2)]
+        assert all(r["median_ms"] > 0 and r["runs"] == 2 for r in report[key])
+    assert report["threads"] == 1 and report["same_model_as_onnx"] is False  # the tiny ONNX is another model
+
+
+def test_torch_benchmark_without_a_checkpoint_is_an_error(tmp_path, capsys):
+    pytest.importorskip("torch")
+    from export import benchmark_torch
+
+    assert benchmark_torch.main(["--checkpoint", str(tmp_path / "missing.pt")]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err

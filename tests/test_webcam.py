@@ -12,7 +12,8 @@ import cv2
 import numpy as np
 import pytest
 
-from runtime.webcam import FrameReader, Recorder, main, open_source
+from runtime.video import FrameReader, Recorder, open_source
+from runtime.webcam import VIEWS, KeyState, main, on_key
 from tests.onnx_fixtures import make_tiny_colorizer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -62,7 +63,10 @@ def read_video(path: Path):
 
 
 def run(argv, tiny, capsys):
-    code = main([*map(str, argv), "--model", str(tiny), "--provider", "cpu"])
+    try:
+        code = main([*map(str, argv), "--model", str(tiny), "--provider", "cpu"])
+    except SystemExit as exit_:  # usage, source, display and model errors
+        code = exit_.code
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
@@ -158,6 +162,27 @@ def test_live_recording_keeps_real_time(tmp_path):
         assert len(frames) == recorder.frames
 
 
+# ---------------------------------------------------------------- keys (no display needed)
+
+def test_keys():
+    state = KeyState("side-by-side")
+    assert on_key(-1, state) == (state, None)  # cv2.waitKey: no key
+    assert on_key(ord("x"), state) == (state, None)
+    assert on_key(ord("q"), state)[1] == "quit" and on_key(27, state)[1] == "quit"
+    paused, action = on_key(ord(" "), state)
+    assert paused == KeyState("side-by-side", paused=True) and action == "pause"
+    assert on_key(ord(" "), paused) == (state, "resume")
+    views = []
+    for _ in range(len(VIEWS)):
+        state, action = on_key(ord("v"), state)
+        assert action == "view"
+        views.append(state.view)
+    assert views == ["color", "gray", "side-by-side"]
+    assert on_key(ord("s"), paused) == (paused, "snapshot")  # a snapshot or a recording keeps the state
+    assert on_key(ord("r"), paused) == (paused, "record")
+    assert on_key(0x100 | ord("q"), state)[1] == "quit"  # waitKey's high bits (modifiers) are ignored
+
+
 # ---------------------------------------------------------------- errors
 
 def test_bad_camera_index(tiny, capsys):
@@ -185,7 +210,9 @@ def test_bad_source(tmp_path, tiny, capsys, problem):
 
 def test_bad_model(tmp_path, capsys):
     source = make_video(tmp_path / "clip.mp4", frames=3)
-    assert main(["--source", str(source), "--no-display", "--model", str(tmp_path / "none.onnx")]) == 2
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--source", str(source), "--no-display", "--model", str(tmp_path / "none.onnx")])
+    assert exit_info.value.code == 2
     assert "error: model file not found" in capsys.readouterr().err
 
 

@@ -20,6 +20,7 @@ from torchvision.transforms import v2
 from tqdm import tqdm
 
 from train import data as flowers
+from runtime.fileio import fail
 from train import engine
 from train.data import ImageArrayDataset
 from train.lab import L_CENTER, L_SCALE, normalize_l, uint8_rgb_to_lab
@@ -52,27 +53,69 @@ def lightness_input(images_uint8: torch.Tensor, device, jitter: bool = False) ->
     return normalize_l(lightness).contiguous(memory_format=torch.channels_last)
 
 
-def load_subset(args, subset: str, image_size: int):
-    paths, labels = flowers.flowers_subset(args.data, subset, args.split, limit=args.limit)
+def load_subset(args, subset: str, image_size: int, general: bool = True):
+    """-> (uint8 images, labels tensor, source of each image, class names)."""
+    paths, labels, groups, names = flowers.labelled_subset(args.data, subset, args.split, args.limit, general)
     images = flowers.load_image_array(paths, stored_size(image_size), args.cache_dir, desc=f"decoding {subset}")
-    return images, torch.tensor(labels)
+    return images, torch.tensor(labels), groups, names
 
 
 @torch.no_grad()
-def evaluate_model(model, images, labels, image_size, device, amp_dtype, batch_size=128, progress=False):
-    """-> dict(top1, top5, images) over the whole subset."""
+def evaluate_model(model, images, labels, groups, image_size, device, batch_size=128, progress=False):
+    """Top-1 counts over the whole subset, in fp32 and in a fixed order, so one checkpoint gives one number on
+    any machine: -> {correct, images, top1, top5, per source {correct, images}, flowers_102way {correct, images}}.
+    flowers_102way scores flower images among the 102 flower classes only (comparable with a flower-only model)."""
     model.eval()
     loader = DataLoader(ImageArrayDataset(images, labels, eval_transform(image_size)), batch_size=batch_size)
-    correct1 = correct5 = total = 0
+    hits1, hits5, hits_flower = [], [], []
     for batch, target in tqdm(loader, desc="evaluate", leave=False, disable=not progress):
-        with engine.autocast(device, amp_dtype):
-            logits = model(lightness_input(batch, device)).float()
+        logits = model(lightness_input(batch, device)).float()
         target = target.to(device)
         top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        correct1 += (top5[:, 0] == target).sum().item()
-        correct5 += (top5 == target[:, None]).any(dim=1).sum().item()
-        total += target.numel()
-    return {"top1": correct1 / max(total, 1), "top5": correct5 / max(total, 1), "images": total}
+        hits1.append((top5[:, 0] == target).cpu())
+        hits5.append((top5 == target[:, None]).any(dim=1).cpu())
+        hits_flower.append((logits[:, : flowers.FLOWER_CLASSES].argmax(1) == target).cpu())
+    hits1, hits5, hits_flower = torch.cat(hits1), torch.cat(hits5), torch.cat(hits_flower)
+    total = len(hits1)
+    per_source = {}
+    for i, group in enumerate(groups):
+        entry = per_source.setdefault(group, {"correct": 0, "images": 0})
+        entry["correct"] += int(hits1[i])
+        entry["images"] += 1
+    is_flower = torch.tensor([g == "flowers" for g in groups], dtype=torch.bool)
+    return {
+        "correct": int(hits1.sum()),
+        "images": total,
+        "top1": int(hits1.sum()) / max(total, 1),
+        "top5": int(hits5.sum()) / max(total, 1),
+        "per_source": per_source,
+        "flowers_102way": {"correct": int(hits_flower[is_flower].sum()), "images": int(is_flower.sum())},
+    }
+
+
+def describe(result: dict) -> str:
+    lines = [f"all: top-1 {result['top1']:.4f} ({result['correct']}/{result['images']})  top-5 {result['top5']:.4f}"]
+    f = result["flowers_102way"]
+    if f["images"]:
+        lines.append(f"flowers, 102-way: top-1 {f['correct'] / f['images']:.4f} ({f['correct']}/{f['images']})")
+    for source, entry in result["per_source"].items():
+        lines.append(f"{source}: top-1 {entry['correct'] / entry['images']:.4f} ({entry['correct']}/{entry['images']})")
+    return "\n".join(lines)
+
+
+def warm_start(model, path, class_names: list[str]) -> None:
+    """Initialise from another classifier checkpoint: every layer but fc, and the fc rows of the classes both
+    know (a flower-only checkpoint's 102 rows are the flower classes)."""
+    checkpoint = engine.load_checkpoint(path)
+    state = {k: v.float() for k, v in checkpoint["model"].items()}
+    old_names = checkpoint.get("meta", {}).get("classes") or [f"flowers/{i + 1:03d}" for i in range(state["fc.weight"].shape[0])]
+    weight, bias = model.fc.weight.detach().clone(), model.fc.bias.detach().clone()
+    index = {name: i for i, name in enumerate(old_names)}
+    for row, name in enumerate(class_names):
+        if name in index:
+            weight[row], bias[row] = state["fc.weight"][index[name]], state["fc.bias"][index[name]]
+    state["fc.weight"], state["fc.bias"] = weight, bias
+    model.load_state_dict(state)
 
 
 def fit(args):
@@ -82,17 +125,22 @@ def fit(args):
     amp_dtype = engine.autocast_dtype(device, args.amp)
     run_dir = Path(args.run_dir)
     state_path, log = run_dir / "last.pt", engine.EpochLog(run_dir / "log.jsonl")
+    eval_size = args.eval_image_size or args.image_size
 
     if args.download and engine.is_main_process():
         flowers.download_flowers(args.data)
     engine.barrier()
-    train_images, train_labels = load_subset(args, "train", args.image_size)
-    valid_images, valid_labels = load_subset(args, "valid", args.image_size)
+    general = args.sources == "all"
+    train_images, train_labels, _, class_names = load_subset(args, "train", args.image_size, general)
+    valid_images, valid_labels, valid_groups, _ = load_subset(args, "valid", eval_size, general)
 
     train_set = ImageArrayDataset(train_images, train_labels, train_transform(args.image_size))
     loader, sampler = engine.train_loader(train_set, args.batch_size, args.workers, args.seed)
 
-    model = resnet18_gray(num_classes=102).to(device, memory_format=torch.channels_last)
+    model = resnet18_gray(num_classes=len(class_names))
+    if args.init:
+        warm_start(model, args.init, class_names)
+    model = model.to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(
         engine.param_groups(model, args.weight_decay), lr=args.lr, momentum=0.9, nesterov=True
     )
@@ -107,40 +155,28 @@ def fit(args):
     elif state_path.is_file() and engine.is_main_process():
         print(f"note: {state_path} exists; starting over (pass --resume to continue it)", file=sys.stderr)
 
+    def compute_loss(net, batch):
+        images, target = batch
+        target = target.to(device, non_blocking=True)
+        logits = net(lightness_input(images, device, jitter=True))
+        loss = F.cross_entropy(logits.float(), target, label_smoothing=args.label_smoothing)
+        return loss, target.numel(), {"train_top1": (logits.argmax(1) == target).sum().item()}
+
     ddp_model = engine.wrap_distributed(model, device)
     for epoch in range(start_epoch, args.epochs):
         timer = engine.Timer()
-        ddp_model.train()
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        loss_sum = correct = seen = 0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False, disable=not engine.is_main_process())
-        for images, target in bar:
-            inputs = lightness_input(images, device, jitter=True)
-            target = target.to(device, non_blocking=True)
-            with engine.autocast(device, amp_dtype):
-                logits = ddp_model(inputs)
-                loss = F.cross_entropy(logits.float(), target, label_smoothing=args.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            if not math.isfinite(loss.item()):
-                engine.fail(f"loss is {loss.item()} at epoch {epoch + 1}; lower --lr", code=1)
-            loss_sum += loss.item() * target.numel()
-            correct += (logits.argmax(1) == target).sum().item()
-            seen += target.numel()
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
-
+        record = engine.train_one_epoch(ddp_model, loader, compute_loss, optimizer, scheduler, scaler, device,
+                                        amp_dtype, epoch, args.epochs, sampler)
         if engine.is_main_process():
-            metrics = evaluate_model(model, valid_images, valid_labels, args.image_size, device, amp_dtype)
+            metrics = evaluate_model(model, valid_images, valid_labels, valid_groups, eval_size, device)
+            flower = metrics["flowers_102way"]
             record = {
                 "epoch": epoch + 1,
-                "train_loss": loss_sum / max(seen, 1),
-                "train_top1": correct / max(seen, 1),
+                **record,
                 "valid_top1": metrics["top1"],
                 "valid_top5": metrics["top5"],
+                "valid_flowers_102way": flower["correct"] / max(flower["images"], 1),
+                "valid_per_source": metrics["per_source"],
                 "lr": optimizer.param_groups[0]["lr"],
                 "seconds": round(timer.seconds(), 1),
                 "world_size": world_size,
@@ -149,7 +185,7 @@ def fit(args):
             print(json.dumps(record), file=sys.stderr)
             if metrics["top1"] > best_top1:
                 best_top1 = metrics["top1"]
-                engine.atomic_save(shipped_checkpoint(model, args, epoch + 1, metrics), args.out)
+                engine.atomic_save(shipped_checkpoint(model, args, epoch + 1, metrics, class_names, eval_size), args.out)
             engine.save_training_state(state_path, model, optimizer, scheduler, scaler, epoch, args, best_top1=best_top1)
         engine.barrier()
     if engine.is_main_process():
@@ -157,43 +193,56 @@ def fit(args):
     engine.cleanup_distributed()
 
 
-def shipped_checkpoint(model, args, epoch: int, valid_metrics: dict) -> dict:
-    """The slim file we ship: fp16 weights plus what is needed to use them."""
+def shipped_checkpoint(model, args, epoch: int, valid: dict, class_names: list[str], eval_size: int) -> dict:
+    """The slim file we ship: fp16 weights plus what is needed to use them, and the valid counts that
+    `evaluate` reproduces (fp32, fixed order) at eval_image_size."""
     return {
         "model": engine.half_state_dict(model),
         "meta": {
-            "arch": "resnet18, conv1 Conv2d(1, 64, 7, 2, 3, bias=False), 102 classes",
+            "arch": f"resnet18, conv1 Conv2d(1, 64, 7, 2, 3, bias=False), {len(class_names)} classes",
             "input": "L channel of CIE Lab, normalised as (L - l_center) / l_scale",
             "l_center": L_CENTER,
             "l_scale": L_SCALE,
+            "classes": class_names,
             "image_size": args.image_size,
-            "eval_resize": stored_size(args.image_size),
+            "eval_image_size": eval_size,
             "split": args.split,
             "epochs_trained": epoch,
             "epochs_planned": args.epochs,
-            "valid_top1": valid_metrics["top1"],
-            "valid_top5": valid_metrics["top5"],
+            "valid_top1": valid["top1"],
+            "valid_top5": valid["top5"],
+            "valid_correct": valid["correct"],
+            "valid_images": valid["images"],
+            "valid_per_source": valid["per_source"],
+            "valid_flowers_102way": valid["flowers_102way"],
             "args": engine.vars_for_checkpoint(args),
         },
     }
 
 
+def load_classifier(path):
+    """-> (model on CPU in eval mode, meta) from a classifier checkpoint; CheckpointError if it is not one."""
+    checkpoint = engine.load_checkpoint(path)
+    state = checkpoint.get("model") if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict) or "fc.weight" not in state:
+        raise engine.CheckpointError(f"{path} is not a classifier checkpoint (no fc layer)")
+    model = resnet18_gray(num_classes=state["fc.weight"].shape[0])
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    return model.eval(), checkpoint.get("meta", {})
+
+
 def evaluate(args):
     device = engine.setup_device(args.device)
-    checkpoint = engine.load_checkpoint(args.checkpoint)
-    meta = checkpoint.get("meta", {})
-    image_size = args.image_size or meta.get("image_size") or checkpoint.get("args", {}).get("image_size", 112)
-    model = resnet18_gray(num_classes=102)
-    model.load_state_dict(checkpoint["model"])
+    model, meta = load_classifier(args.checkpoint)
+    image_size = args.image_size or meta.get("eval_image_size") or meta.get("image_size", 112)
+    general = model.fc.out_features > flowers.FLOWER_CLASSES
+    images, labels, groups, _ = load_subset(args, args.subset, image_size, general)
     model = model.to(device, memory_format=torch.channels_last)
-    images, labels = load_subset(args, args.subset, image_size)
-    result = evaluate_model(
-        model, images, labels, image_size, device, engine.autocast_dtype(device, args.amp), progress=True
-    )
+    result = evaluate_model(model, images, labels, groups, image_size, device, progress=True)
+    result.update(subset=args.subset, split=args.split, image_size=image_size)
+    print(describe(result), file=sys.stderr if args.json else sys.stdout)
     if args.json:
-        print(json.dumps({**result, "subset": args.subset, "split": args.split, "image_size": image_size}))
-    else:
-        print(f"{args.subset}: top-1 {result['top1']:.4f}  top-5 {result['top5']:.4f}  ({result['images']} images)")
+        print(json.dumps(result))
 
 
 def get_args_parser():
@@ -201,15 +250,21 @@ def get_args_parser():
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p):
-        p.add_argument("--data", required=True, type=Path, help="folder that holds flowers-102/")
+        p.add_argument("--data", required=True, type=Path, help="data root: the folder that holds flowers-102/ "
+                       "(and general/, whose labelled sources are used when present)")
         p.add_argument("--split", default="seed", choices=["seed", "official"])
         p.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
-        p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"])
         p.add_argument("--cache-dir", type=Path, default=flowers.default_cache_dir(), help="decoded-image cache")
         p.add_argument("--limit", type=int, default=None, help="use only this many images per subset (smoke tests)")
 
     f = sub.add_parser("fit", help="train from scratch (or --resume)")
     common(f)
+    f.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"], help="training only; "
+                   "evaluation is always fp32")
+    f.add_argument("--sources", default="all", choices=["all", "flowers"],
+                   help="all: Flowers-102 and the labelled general sources (if general/ is there); flowers: 102 classes")
+    f.add_argument("--init", type=Path, help="warm start from this classifier checkpoint (fc rows kept per class)")
+    f.add_argument("--eval-image-size", type=int, default=None, help="valid evaluation size (default: --image-size)")
     f.add_argument("--epochs", type=int, default=40)
     f.add_argument("--image-size", type=int, default=112)
     f.add_argument("--batch-size", type=int, default=64, help="global batch, split across torchrun processes")
@@ -239,10 +294,12 @@ def main(argv=None):
     args = get_args_parser().parse_args(argv)
     try:
         args.func(args)
-    except (flowers.DataError, FileNotFoundError) as exc:
-        engine.fail(str(exc))
+    except (flowers.DataError, engine.CheckpointError, FileNotFoundError) as exc:
+        fail(str(exc), code=2)
+    except engine.TrainingError as exc:
+        fail(str(exc), code=1)
     except KeyboardInterrupt:
-        engine.fail("interrupted; run again with --resume to continue", code=130)
+        fail("interrupted; run again with --resume to continue", code=130)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,9 @@ from torchvision.transforms import v2
 from tqdm import tqdm
 
 from train import data as flowers
+from runtime import contract
+from runtime.fileio import fail, first_line
+from runtime.model import ColorizerModel, ModelError, ProviderError
 from train import engine, evaluation, losses
 from train.data import ImageArrayDataset
 from train.lab import AB_SCALE, L_CENTER, L_SCALE, normalize_l, uint8_rgb_to_lab
@@ -45,18 +48,49 @@ def lab_batch(images_uint8: torch.Tensor, device):
 
 
 def training_paths(args):
+    """-> (image paths, a description for the model card). --data trains on Flowers-102's train subset and, when
+    the root also holds general/, the general set's train split: one pass over each per epoch (6552 + 8584
+    images), so neither swamps the other."""
     if args.images:
         return flowers.find_images(args.images, limit=args.limit), f"images under {args.images}"
-    paths, _ = flowers.flowers_subset(args.data, "train", args.split, limit=args.limit)
-    return paths, f"Flowers-102 {args.split} split, train subset ({len(paths)} images)"
+    parts, paths = [], []
+    if args.sources in ("all", "flowers"):
+        flower_paths, _ = flowers.flowers_subset(args.data, "train", args.split, limit=args.limit)
+        paths += flower_paths
+        parts.append(f"Flowers-102 {args.split} split train ({len(flower_paths)})")
+    if args.sources in ("all", "general") and (flowers.has_general(args.data) or args.sources == "general"):
+        general_paths, _, _ = flowers.general_subset(args.data, "train", limit=args.limit)
+        paths += general_paths
+        parts.append(f"general train ({len(general_paths)})")
+    return paths, " + ".join(parts)
 
 
-def compute_loss(model, preset, inputs, true_ab):
+def validation_sets(args) -> list[tuple[str, list, list, int | None]]:
+    """The valid images scored after each epoch, (set, paths, groups, size) for each set that training uses,
+    args.valid_images in all."""
+    if not args.data or args.valid_images <= 0:
+        return []
+    names = [n for n in evaluation.SETS if args.sources in ("all", n)]
+    names = [n for n in names if n == "flowers" or flowers.has_general(args.data)]
+    return [(n, *evaluation.subset_images(args.data, n, "valid", args.split, limit=args.valid_images // len(names)))
+            for n in names]
+
+
+def compute_loss(model, preset, inputs, true_ab, regression_weight: float = 0.0):
+    """seed: the seed's MSE. default: the rebalanced bin cross-entropy (vivid, but it may pick a wrong vivid
+    colour) plus regression_weight x smooth-L1 on the decoded annealed mean (pulls that mean to the truth);
+    -> (loss, {part: value})."""
     output = model(inputs)
     if preset == "seed":
-        return losses.seed_mse(output, true_ab)
+        loss = losses.seed_mse(output, true_ab)
+        return loss, {}
     core = engine.unwrap(model)
-    return losses.rebalanced_bin_loss(output, true_ab, core.bins, core.bin_weights)
+    bins = losses.rebalanced_bin_loss(output, true_ab, core.bins, core.bin_weights)
+    if regression_weight <= 0:
+        return bins, {}
+    mean_ab = core.decode(output, output.shape[-2:])
+    regression = losses.annealed_mean_l1(mean_ab, true_ab)
+    return bins + regression_weight * regression, {"bin_loss": bins.item(), "mean_l1": regression.item()}
 
 
 def fit(args):
@@ -64,6 +98,8 @@ def fit(args):
     engine.seed_everything(args.seed)
     amp_dtype = engine.autocast_dtype(device, args.amp)
     recipe = {**PRESET_DEFAULTS[args.preset], **{k: v for k, v in (("lr", args.lr),) if v is not None}}
+    if args.preset == "default":
+        recipe["regression_weight"] = args.regression_weight
     run_dir = Path(args.run_dir)
     state_path, log = run_dir / "last.pt", engine.EpochLog(run_dir / "log.jsonl")
     input_size = args.input_size or int(round(args.image_size * STORED_RATIO))
@@ -74,14 +110,14 @@ def fit(args):
             raise flowers.DataError("--encoder-init classifier needs --classifier PATH (or pass --encoder-init none)")
         classifier = engine.load_checkpoint(args.classifier)
         encoder_state = {k: v.float() for k, v in classifier["model"].items()}
-        classifier_meta = {k: classifier.get("meta", {}).get(k) for k in ("valid_top1", "image_size", "epochs_trained")}
+        meta_keys = ("valid_top1", "valid_flowers_102way", "image_size", "eval_image_size", "epochs_trained")
+        classifier_meta = {k: classifier.get("meta", {}).get(k) for k in meta_keys}
+        classifier_meta["classes"] = int(encoder_state["fc.weight"].shape[0])
         classifier_meta["sha256"] = engine.file_sha256(args.classifier)
 
     paths, training_data = training_paths(args)
     images = flowers.load_image_array(paths, int(round(args.image_size * STORED_RATIO)), args.cache_dir, desc="decoding train")
-    valid_paths = []
-    if args.data and args.valid_images > 0:
-        valid_paths, _ = flowers.flowers_subset(args.data, "valid", args.split, limit=args.valid_images)
+    valid_sets = validation_sets(args)
 
     transform = v2.Compose(
         [v2.RandomResizedCrop(args.image_size, scale=(0.4, 1.0), antialias=True), v2.RandomHorizontalFlip()]
@@ -115,6 +151,7 @@ def fit(args):
         "preset": args.preset,
         "model_kwargs": model_kwargs,
         "version": VERSION,
+        "domain": "general" if flowers.has_general(args.data) and args.sources != "flowers" else "flowers",
         "input_size": input_size,
         "size_multiple": 32,
         "training_data": training_data,
@@ -126,37 +163,27 @@ def fit(args):
         "l_scale": L_SCALE,
         "ab_scale": AB_SCALE,
     }
+    if args.images:
+        meta["domain"] = "custom"
+
+    def batch_loss(net, batch):
+        inputs, true_ab = lab_batch(batch[0], device)
+        loss, parts = compute_loss(net, args.preset, inputs, true_ab, args.regression_weight)
+        return loss, inputs.shape[0], {k: v * inputs.shape[0] for k, v in parts.items()}
+
     for epoch in range(start_epoch, args.epochs):
         timer = engine.Timer()
-        ddp_model.train()
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        loss_sum = seen = 0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False, disable=not engine.is_main_process())
-        for batch, _ in bar:
-            inputs, true_ab = lab_batch(batch, device)
-            with engine.autocast(device, amp_dtype):
-                loss = compute_loss(ddp_model, args.preset, inputs, true_ab)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            if not math.isfinite(loss.item()):
-                engine.fail(f"loss is {loss.item()} at epoch {epoch + 1}; lower --lr", code=1)
-            loss_sum += loss.item() * batch.shape[0]
-            seen += batch.shape[0]
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
-
+        record = engine.train_one_epoch(ddp_model, loader, batch_loss, optimizer, scheduler, scaler, device,
+                                        amp_dtype, epoch, args.epochs, sampler)
         if engine.is_main_process():
-            record = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "lr": optimizer.param_groups[0]["lr"]}
-            if valid_paths:
-                model.eval()
-                result = evaluation.evaluate_colorizer(
-                    evaluation.torch_predictor(model, device), valid_paths, input_size, progress=False
-                )
+            record = {"epoch": epoch + 1, **record, "lr": optimizer.param_groups[0]["lr"]}
+            if valid_sets:
+                predict_ab, info = evaluation.torch_predictor(model, device), evaluation.checkpoint_info(meta)
+                for name, paths, groups, size in valid_sets:
+                    result = evaluation.evaluate_colorizer(predict_ab, info, paths, groups, size, progress=False)
+                    record.update({f"valid_{name}_{k}": result[k] for k in ("psnr", "colorfulness_ratio", "auc")})
+                    record[f"valid_{name}_gray_psnr"] = result["gray"]["psnr"]
                 model.to(memory_format=torch.channels_last)
-                record.update({f"valid_{k}": result[k] for k in ("psnr", "ssim", "colorfulness_ratio", "auc")})
             record["seconds"] = round(timer.seconds(), 1)
             log.append(record)
             print(json.dumps(record), file=sys.stderr)
@@ -182,54 +209,69 @@ def class_rebalancing(images, bins, batch_size) -> torch.Tensor:
 
 
 def load_predictor(path, device, temperature=None):
-    """A .pt checkpoint or an .onnx file -> (predict_ab, input_size, label)."""
+    """A .pt checkpoint or an .onnx file -> (predict_ab, ModelInfo, label). An .onnx file runs in the runtime's own
+    ColorizerModel (ONNX Runtime), so its figures are the runtime's."""
     path = Path(path)
     if path.suffix == ".onnx":
-        predict_ab, metadata = evaluation.onnx_predictor(path, "cuda" if device.type == "cuda" else "cpu")
-        return predict_ab, int(metadata.get("input_size", 256)), metadata.get("preset", path.stem)
+        provider = "cuda" if device.type == "cuda" else "cpu"
+        model = ColorizerModel(path, provider=provider, temperature=temperature)
+        return model.predict_ab, model.info, model.info.preset or path.stem
     model, meta = load_colorizer(path)
     if temperature is not None and hasattr(model, "temperature"):
         model.temperature.fill_(temperature)
-    return evaluation.torch_predictor(model, device), int(meta.get("input_size", 256)), meta["preset"]
+    return evaluation.torch_predictor(model, device), evaluation.checkpoint_info(meta), meta["preset"]
 
 
 def evaluate(args):
     device = engine.setup_device(args.device)
-    predict_ab, input_size, label = load_predictor(args.checkpoint or args.onnx, device, args.temperature)
-    input_size = args.input_size or input_size
-    paths, _ = flowers.flowers_subset(args.data, args.subset, args.split, limit=args.limit)
-    keep = args.grid_images if args.grid else 0
-    result = evaluation.evaluate_colorizer(predict_ab, paths, input_size, size=args.size, keep=keep)
-    result.update(subset=args.subset, split=args.split, model=str(args.checkpoint or args.onnx), preset=label)
+    predict_ab, info, label = load_predictor(args.checkpoint or args.onnx, device, args.temperature)
+    if args.input_size:
+        info = contract.ModelInfo(**{**info.__dict__, "input_size": args.input_size})
+    results = {"model": str(args.checkpoint or args.onnx), "preset": label, "subset": args.subset}
+    grid_rows = []
+    for name in args.sets:
+        if name == "general" and not flowers.has_general(args.data):
+            raise flowers.DataError(f"no general/index.csv under {args.data} (or pass --sets flowers)")
+        paths, groups, size = evaluation.subset_images(args.data, name, args.subset, args.split, args.limit)
+        keep = args.grid_images if args.grid else 0
+        result = evaluation.evaluate_colorizer(predict_ab, info, paths, groups, size, keep=keep)
+        grid_rows += result.pop("pairs", [])
+        results[name] = result
+        title = f"{name} {args.subset} ({result['images']} images, {size or 'own'} px)"
+        print(f"{title}\n{evaluation.format_table(result, label)}\n", file=sys.stderr if args.json else sys.stdout)
     if args.grid:
-        write_comparison_grid(args, result.pop("pairs"), label, device)
-    print(evaluation.format_table(result, label), file=sys.stderr if args.json else sys.stdout)
+        write_comparison_grid(args, grid_rows, label, device)
     if args.json:
-        print(evaluation.json_line(result))
+        print(evaluation.json_line(results))
 
 
 def tune(args):
-    """Choose the inference input size and (default preset) the annealed-mean temperature on the valid
-    subset: the highest PSNR whose colourfulness ratio reaches --min-colorfulness. Writes the choice into
-    the checkpoint (in place unless --out), with the table it was chosen from."""
+    """Choose the inference input size and (default preset) the annealed-mean temperature on the valid subsets:
+    the highest mean PSNR over the sets whose colourfulness ratio reaches --min-colorfulness on every set. Writes
+    the choice into the checkpoint (in place unless --out), with the table it was chosen from."""
     device = engine.setup_device(args.device)
     checkpoint = engine.load_checkpoint(args.checkpoint)
     model, meta = load_colorizer(args.checkpoint)
-    paths, _ = flowers.flowers_subset(args.data, "valid", args.split, limit=args.limit)
+    names = [n for n in evaluation.SETS if n == "flowers" or flowers.has_general(args.data)]
+    sets = [(n, *evaluation.subset_images(args.data, n, "valid", args.split, limit=args.limit)) for n in names]
     temperatures = args.temperatures if hasattr(model, "temperature") else [None]
+    predict_ab = evaluation.torch_predictor(model, device)
     table = []
     for input_size in args.input_sizes:
+        info = evaluation.checkpoint_info(meta, input_size)
         for temperature in temperatures:
             if temperature is not None:
                 model.temperature.fill_(temperature)
-            result = evaluation.evaluate_colorizer(evaluation.torch_predictor(model, device), paths, input_size)
             row = {"input_size": input_size, "temperature": temperature}
-            row.update({k: round(result[k], 4) for k in ("psnr", "ssim", "colorfulness_ratio", "auc")})
+            for name, paths, groups, size in sets:
+                result = evaluation.evaluate_colorizer(predict_ab, info, paths, groups, size)
+                row.update({f"{name}_{k}": round(result[k], 4) for k in ("psnr", "colorfulness_ratio", "auc")})
+            row["psnr"] = round(float(np.mean([row[f"{n}_psnr"] for n in names])), 4)
             table.append(row)
             print(json.dumps(row), file=sys.stderr)
-    eligible = [r for r in table if r["colorfulness_ratio"] >= args.min_colorfulness] or table
+    eligible = [r for r in table if all(r[f"{n}_colorfulness_ratio"] >= args.min_colorfulness for n in names)] or table
     best = max(eligible, key=lambda r: r["psnr"])
-    meta = dict(meta, input_size=best["input_size"], tuning={"subset": "valid", "images": len(paths),
+    meta = dict(meta, input_size=best["input_size"], tuning={"subset": "valid", "limit": args.limit,
                 "min_colorfulness": args.min_colorfulness, "chosen": best, "table": table})
     state = dict(checkpoint["model"])
     if best["temperature"] is not None:
@@ -240,15 +282,15 @@ def tune(args):
 
 
 def write_comparison_grid(args, pairs, label, device):
-    """gray input | --grid-with model | this model | ground truth."""
-    from skimage.color import rgb2lab
-
+    """gray input | --grid-with model | this model | ground truth, one row per kept image."""
+    if args.grid.exists() and not args.overwrite:
+        raise flowers.DataError(f"{args.grid} exists; pass --overwrite to replace it")
     truths = [truth for truth, _ in pairs]
-    columns = [("gray input", [evaluation.gray_rgb(rgb2lab(t)) for t in truths])]
+    columns = [("gray input", [contract.gray_baseline(t) for t in truths])]
     if args.grid_with:
-        other, other_size, other_label = load_predictor(args.grid_with, device)
-        columns.append((other_label, [evaluation.colorize_rgb(other, t, other_size)[0] for t in truths]))
-    columns += [(label, [prediction for _, prediction in pairs]), ("ground truth", truths)]
+        other, other_info, other_label = load_predictor(args.grid_with, device)
+        columns.append((other_label, [contract.colorize(other, t, other_info) for t in truths]))
+    columns += [(label, [output for _, output in pairs]), ("ground truth", truths)]
     evaluation.write_grid(args.grid, columns)
     print(f"grid written to {args.grid}", file=sys.stderr)
 
@@ -265,7 +307,10 @@ def get_args_parser():
 
     f = sub.add_parser("fit", help="train a colorizer (or --resume)")
     common(f)
-    f.add_argument("--data", type=Path, help="folder that holds flowers-102/ (train on the split's train subset)")
+    f.add_argument("--data", type=Path, help="data root: the folder that holds flowers-102/ and general/ (train on "
+                   "their train subsets)")
+    f.add_argument("--sources", default="all", choices=["all", "flowers", "general"],
+                   help="with --data: which sets to train on (all: both, each once per epoch)")
     f.add_argument("--images", type=Path, help="any folder of photos, recursive, no labels (your own domain)")
     f.add_argument("--classifier", type=Path, help="classifier checkpoint whose encoder initialises the colorizer")
     f.add_argument("--preset", default="default", choices=sorted(PRESET_DEFAULTS))
@@ -276,6 +321,8 @@ def get_args_parser():
     f.add_argument("--batch-size", type=int, default=32)
     f.add_argument("--lr", type=float, default=None, help="default: the preset's")
     f.add_argument("--temperature", type=float, default=0.38, help="annealed-mean temperature (default preset)")
+    f.add_argument("--regression-weight", type=float, default=10.0,
+                   help="default preset: weight of the smooth-L1 loss on the decoded annealed mean (0: bins only)")
     f.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"])
     f.add_argument("--workers", type=int, default=1)
     f.add_argument("--seed", type=int, default=0)
@@ -290,11 +337,13 @@ def get_args_parser():
     source = e.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", type=Path)
     source.add_argument("--onnx", type=Path)
-    e.add_argument("--data", type=Path, required=True, help="folder that holds flowers-102/")
+    e.add_argument("--data", type=Path, required=True, help="data root: the folder that holds flowers-102/ and general/")
     e.add_argument("--subset", default="test", choices=list(flowers.SUBSETS))
-    e.add_argument("--size", type=int, default=256, help="every image is resized to size x size")
+    e.add_argument("--sets", type=lambda s: s.split(","), default=list(evaluation.SETS),
+                   help="comma-separated: flowers (scored at 256x256), general (at its own 144 px); default both")
+    e.add_argument("--overwrite", action="store_true", help="let --grid replace an existing file")
     e.add_argument("--input-size", type=int, default=None, help="model input size (default: the model's own)")
-    e.add_argument("--temperature", type=float, default=None, help="override the annealed-mean temperature (.pt)")
+    e.add_argument("--temperature", type=float, default=None, help="override the annealed-mean temperature")
     e.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     e.add_argument("--grid", type=Path, help="write gray | --grid-with | model | truth for a few images")
     e.add_argument("--grid-with", type=Path, help="a second model (.pt or .onnx) for the grid, e.g. the seed preset")
@@ -304,10 +353,11 @@ def get_args_parser():
     t = sub.add_parser("tune", help="choose input size and temperature on the valid subset; store them")
     common(t)
     t.add_argument("--checkpoint", type=Path, required=True)
-    t.add_argument("--data", type=Path, required=True, help="folder that holds flowers-102/")
+    t.add_argument("--data", type=Path, required=True, help="data root (flowers-102/ and, if there, general/)")
     t.add_argument("--input-sizes", type=lambda s: [int(v) for v in s.split(",")], default=[128, 160, 224])
     t.add_argument("--temperatures", type=lambda s: [float(v) for v in s.split(",")], default=[0.38])
-    t.add_argument("--min-colorfulness", type=float, default=0.9, help="colourfulness ratio the choice must reach")
+    t.add_argument("--min-colorfulness", type=float, default=0.6,
+                   help="colourfulness ratio the choice must reach on every set")
     t.add_argument("--out", type=Path, help="default: update the checkpoint in place")
     t.set_defaults(func=tune)
     return parser
@@ -316,13 +366,16 @@ def get_args_parser():
 def main(argv=None):
     args = get_args_parser().parse_args(argv)
     if args.command == "fit" and not (args.data or args.images):
-        engine.fail("fit needs --data (Flowers-102) or --images (a folder of photos)")
+        fail("fit needs --data (Flowers-102) or --images (a folder of photos)", code=2)
     try:
         args.func(args)
-    except (flowers.DataError, FileNotFoundError, ValueError) as exc:
-        engine.fail(str(exc))
+    except (flowers.DataError, engine.CheckpointError, contract.ContractError, ModelError, ProviderError,
+            FileNotFoundError, ValueError) as exc:
+        fail(first_line(exc), code=2)
+    except engine.TrainingError as exc:
+        fail(str(exc), code=1)
     except KeyboardInterrupt:
-        engine.fail("interrupted; run again with --resume to continue", code=130)
+        fail("interrupted; run again with --resume to continue", code=130)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Flowers-102 (torchvision layout) and plain image folders, decoded once into a uint8 array cache.
+"""Flowers-102 (torchvision layout), the general photo set (general/index.csv) and plain image folders,
+decoded once into a uint8 array cache.
 
 Decoding ~6.5k JPEGs every epoch costs as much CPU as a small model's forward pass, so images are
 resized (shorter side) and centre-cropped to a square once, kept in memory and cached as .npy.
@@ -40,6 +41,65 @@ def download_flowers(data_root) -> None:
 
     for split in ("train", "val", "test"):
         torchvision.datasets.Flowers102(root=str(data_root), split=split, download=True)
+
+
+def has_general(data_root) -> bool:
+    return data_root is not None and (Path(data_root).expanduser() / "general" / "index.csv").is_file()
+
+
+def general_dir(data_root) -> Path:
+    """Accept the data root (the folder holding general/) or general/ itself."""
+    root = Path(data_root).expanduser()
+    for folder in (root / "general", root):
+        if (folder / "index.csv").is_file() and (folder / "jpg").is_dir():
+            return folder
+    raise DataError(f"no general/index.csv in {root} (pass the folder that holds general/)")
+
+
+def general_subset(data_root, subset: str, sources=None, limit: int | None = None):
+    """-> (image paths, source of each, label of each) for one subset of the general set's fixed split,
+    in index order; sources=None keeps every source."""
+    if subset not in SUBSETS:
+        raise DataError(f"unknown subset {subset!r}; choose from {', '.join(SUBSETS)}")
+    folder = general_dir(data_root)
+    with open(folder / "index.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] == subset and (sources is None or r["source"] in sources)]
+    if limit:
+        rows = _spread(rows, limit)
+    paths = [folder / "jpg" / r["image"] for r in rows]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise DataError(f"{len(missing)} of {len(paths)} general {subset} images are missing (first: {missing[0]})")
+    return paths, [r["source"] for r in rows], [r["label"] for r in rows]
+
+
+# The general sources whose labels name a class (people, faces and imagenet-sample have one label each).
+LABELLED_SOURCES = ("caltech101", "intel-scenes", "houses")
+FLOWER_CLASSES = 102
+
+
+def general_classes(data_root) -> list[str]:
+    """'source/label' of every class of the labelled general sources, in a fixed (sorted) order."""
+    with open(general_dir(data_root) / "index.csv", newline="") as f:
+        return sorted({f"{r['source']}/{r['label']}" for r in csv.DictReader(f) if r["source"] in LABELLED_SOURCES})
+
+
+def labelled_subset(data_root, subset: str, split: str = "seed", limit: int | None = None, general: bool = True):
+    """The classifier's data: Flowers-102 (classes 0-101) and, when general/ is there and general is true, the
+    labelled general sources (classes 102 on, in general_classes order).
+    -> (paths, labels, source of each image, class names)."""
+    paths, labels = flowers_subset(data_root, subset, split, limit=limit)
+    groups = ["flowers"] * len(paths)
+    names = [f"flowers/{i + 1:03d}" for i in range(FLOWER_CLASSES)]
+    if general and has_general(data_root):
+        extra = general_classes(data_root)
+        index = {name: FLOWER_CLASSES + i for i, name in enumerate(extra)}
+        g_paths, g_sources, g_labels = general_subset(data_root, subset, LABELLED_SOURCES, limit=limit)
+        paths += g_paths
+        labels += [index[f"{s}/{label}"] for s, label in zip(g_sources, g_labels)]
+        groups += g_sources
+        names += extra
+    return paths, labels, groups, names
 
 
 def _seed_split_rows(folder: Path):

@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
+from tqdm import tqdm
 
 
 # ---------------------------------------------------------------- device, precision, distribution
@@ -147,6 +148,40 @@ def train_loader(dataset, batch_size: int, workers: int, seed: int):
     return loader, sampler
 
 
+# ---------------------------------------------------------------- the training loop
+class TrainingError(Exception):
+    """Training cannot go on (a non-finite loss); the message is shown to the user as one line."""
+
+
+def train_one_epoch(model, loader, compute_loss, optimizer, scheduler, scaler, device, amp_dtype, epoch: int,
+                    epochs: int, sampler=None) -> dict:
+    """One pass over loader, shared by every training script. compute_loss(model, batch) -> (loss, batch size,
+    {name: sum over the batch}); the loss is checked before the optimiser step, so a NaN never reaches the
+    weights. -> {"train_loss": mean, name: mean for each extra}."""
+    model.train()
+    if sampler is not None:
+        sampler.set_epoch(epoch)
+    sums, seen = {"train_loss": 0.0}, 0
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False, disable=not is_main_process())
+    for batch in bar:
+        with autocast(device, amp_dtype):
+            loss, size, extra = compute_loss(model, batch)
+        value = loss.item()
+        if not math.isfinite(value):
+            raise TrainingError(f"loss is {value} at epoch {epoch + 1}; lower --lr (the saved weights are unchanged)")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        seen += size
+        sums["train_loss"] += value * size
+        for name, total in extra.items():
+            sums[name] = sums.get(name, 0.0) + float(total)
+        bar.set_postfix({k: f"{v / seen:.4f}" for k, v in sums.items()})
+    return {k: v / max(seen, 1) for k, v in sums.items()}
+
+
 # ---------------------------------------------------------------- files
 def atomic_save(obj, path) -> None:
     """torch.save to a temp file beside the target, then rename: a kill never leaves half a file."""
@@ -157,11 +192,21 @@ def atomic_save(obj, path) -> None:
     os.replace(tmp, path)
 
 
+class CheckpointError(Exception):
+    """A checkpoint that is missing, damaged or of the wrong kind; the message is shown as one line."""
+
+
 def load_checkpoint(path, map_location="cpu") -> dict:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    return torch.load(path, map_location=map_location, weights_only=True)
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises many kinds for a damaged or foreign file
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__})") from None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
+        raise CheckpointError(f"{path} is not a checkpoint of this project (no model state dict)")
+    return checkpoint
 
 
 def file_sha256(path) -> str:
@@ -249,12 +294,6 @@ class Timer:
 
     def seconds(self) -> float:
         return time.perf_counter() - self.start
-
-
-def fail(message: str, code: int = 2):
-    """One clear line on stderr and an exit code, never a traceback."""
-    print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(code)
 
 
 def vars_for_checkpoint(args) -> dict:

@@ -1,9 +1,11 @@
-"""The colorizer evaluation protocol, shared by `train.colorizer evaluate` and `export.verify`.
+"""The colorizer evaluation protocol, shared by `train.colorizer evaluate`, `tune`, training's per-epoch check and
+`export.verify`.
 
-Every image is resized to size x size (256 by default) and converted to Lab with skimage. The model sees
-L resized to its own input size, as the runtime does; its ab is resized back up and merged with the
-full-size L. PSNR and SSIM are computed on 8-bit RGB against the ground truth, as is colourfulness;
-the gray baseline (a = b = 0) is scored the same way.
+Every figure is measured on the runtime's own image path (runtime.contract.colorize: the photo's pixels resized
+to the model's size, L*, the model, ab resized back up and merged with the full-resolution L*), so it is what a
+user of `runtime.colorize` gets. Flowers-102 photos are first resized to size x size (256 by default); the general
+set is scored at its own 144 px. PSNR, SSIM and colourfulness are computed on 8-bit RGB against the ground truth,
+AuC on the ab of the 8-bit output; the gray baseline (the photo's own L*, a = b = 0) goes through the same merge.
 """
 
 import json
@@ -11,11 +13,16 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from skimage.color import lab2rgb, rgb2lab
+from skimage.color import rgb2lab
 from tqdm import tqdm
 
-from train import data as flowers
+from runtime import contract
+from runtime.fileio import write_bytes_atomic
+from train import data as datasets
 from train import metrics
+
+SETS = ("flowers", "general")
+FLOWERS_SIZE = 256  # Flowers-102 photos are scored at 256 x 256, the seed project's protocol
 
 
 def torch_predictor(model, device="cpu"):
@@ -31,134 +38,125 @@ def torch_predictor(model, device="cpu"):
     return predict_ab
 
 
-def onnx_predictor(path, provider: str = "cpu"):
-    """-> (predict_ab, metadata dict) for an ONNX colorizer."""
-    import onnxruntime as ort
-
-    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if provider == "cuda" else ["CPUExecutionProvider"]
-    session = ort.InferenceSession(str(path), providers=providers)
-    metadata = dict(session.get_modelmeta().custom_metadata_map)
-
-    def predict_ab(lightness: np.ndarray) -> np.ndarray:
-        return session.run(["ab"], {"L": lightness.astype(np.float32)})[0]
-
-    return predict_ab, metadata
+def checkpoint_info(meta: dict, input_size: int | None = None) -> contract.ModelInfo:
+    """The ModelInfo a checkpoint's export would carry (what the runtime would use to feed it)."""
+    return contract.ModelInfo(input_size=int(input_size or meta.get("input_size", 256)),
+                              size_multiple=int(meta.get("size_multiple", 32)), preset=str(meta.get("preset", "")))
 
 
-def model_input_shape(height: int, width: int, input_size: int, multiple: int = 32) -> tuple[int, int]:
-    """Shorter side -> input_size, aspect kept, both sides rounded to a multiple (as the runtime does)."""
-    scale = input_size / min(height, width)
-    return tuple(max(multiple, int(round(side * scale / multiple)) * multiple) for side in (height, width))
+def load_bgr(path, size: int | None = None) -> np.ndarray:
+    """uint8 BGR as cv2 reads it (what the runtime reads), resized to size x size when size is given."""
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise datasets.DataError(f"cannot read image {path}")
+    if size:
+        bgr = cv2.resize(bgr, (size, size), interpolation=cv2.INTER_AREA)
+    return bgr
 
 
-def to_uint8_rgb(lab: np.ndarray) -> np.ndarray:
-    return (np.clip(lab2rgb(lab), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+def subset_images(data_root, which: str, subset: str, split: str = "seed", limit: int | None = None):
+    """-> (paths, group of each path, size to score at) for one data set's subset."""
+    if which == "flowers":
+        paths, _ = datasets.flowers_subset(data_root, subset, split, limit=limit)
+        return paths, ["flowers"] * len(paths), FLOWERS_SIZE
+    paths, sources, _ = datasets.general_subset(data_root, subset, limit=limit)
+    return paths, sources, None
 
 
-def gray_rgb(lab: np.ndarray) -> np.ndarray:
-    """The gray baseline: the image's own L with a = b = 0, as 8-bit RGB."""
-    return to_uint8_rgb(np.concatenate([lab[..., :1], np.zeros_like(lab[..., 1:])], axis=-1))
+def _scores(truth_bgr: np.ndarray, output_bgr: np.ndarray, true_ab: np.ndarray):
+    truth, output = truth_bgr[..., ::-1], output_bgr[..., ::-1]
+    ab = rgb2lab(output)[..., 1:]
+    return (metrics.psnr(output, truth), metrics.ssim(output, truth), metrics.colorfulness(output),
+            metrics.ab_accuracy_curve(ab, true_ab))
 
 
-def colorize_rgb(predict_ab, rgb: np.ndarray, input_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Ground-truth RGB uint8 (already at evaluation size) -> (predicted RGB uint8, predicted ab HxWx2)."""
-    lab = rgb2lab(rgb)
-    height, width = rgb.shape[:2]
-    h, w = model_input_shape(height, width, input_size)
-    small_l = cv2.resize(lab[..., 0].astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
-    ab_small = predict_ab(small_l[None, None])[0].transpose(1, 2, 0)
-    ab = cv2.resize(ab_small, (width, height), interpolation=cv2.INTER_LINEAR)
-    return to_uint8_rgb(np.concatenate([lab[..., :1], ab], axis=-1)), ab
-
-
-def evaluate_colorizer(
-    predict_ab, image_paths, input_size: int, size: int = 256, progress: bool = True, keep: int = 0
-) -> dict:
-    """Means over the images of PSNR, SSIM, colourfulness and AuC, for the model and the gray baseline.
-    keep > 0 also returns the first `keep` (ground truth, prediction) pairs for a picture."""
-    rows, kept = [], []
-    keep_at = set(np.linspace(0, len(image_paths) - 1, keep).round().astype(int).tolist()) if keep else set()
-    curve_model = np.zeros(len(metrics.AUC_THRESHOLDS))
-    curve_gray = np.zeros(len(metrics.AUC_THRESHOLDS))
-    for path in tqdm(image_paths, desc="evaluate", unit="img", disable=not progress, leave=False):
-        truth = cv2.resize(load_rgb(path), (size, size), interpolation=cv2.INTER_AREA)
-        true_lab = rgb2lab(truth)
-        prediction, ab = colorize_rgb(predict_ab, truth, input_size)
-        gray = gray_rgb(true_lab)
-        curve_model += metrics.ab_accuracy_curve(ab, true_lab[..., 1:])
-        curve_gray += metrics.ab_accuracy_curve(np.zeros_like(ab), true_lab[..., 1:])
-        rows.append(
-            (
-                metrics.psnr(prediction, truth),
-                metrics.ssim(prediction, truth),
-                metrics.colorfulness(prediction),
-                metrics.colorfulness(truth),
-                metrics.psnr(gray, truth),
-                metrics.ssim(gray, truth),
-            )
-        )
-        if len(rows) - 1 in keep_at:
-            kept.append((truth, prediction))
-    psnr, ssim, colour_pred, colour_true, psnr_gray, ssim_gray = np.mean(rows, axis=0)
-    n = len(rows)
-    result = {
-        "images": n,
-        "size": size,
-        "input_size": input_size,
+def _summary(rows: list, curves: list) -> dict:
+    psnr, ssim, colour, colour_truth, psnr_gray, ssim_gray = np.mean(rows, axis=0)
+    model_curve, gray_curve = np.mean([c[0] for c in curves], axis=0), np.mean([c[1] for c in curves], axis=0)
+    return {
+        "images": len(rows),
         "psnr": float(psnr),
         "ssim": float(ssim),
-        "colorfulness": float(colour_pred),
-        "colorfulness_truth": float(colour_true),
-        "colorfulness_ratio": float(colour_pred / colour_true) if colour_true > 0 else 0.0,
-        "auc": metrics.auc(curve_model / n),
-        "gray": {
-            "psnr": float(psnr_gray),
-            "ssim": float(ssim_gray),
-            "colorfulness": 0.0,
-            "colorfulness_ratio": 0.0,
-            "auc": metrics.auc(curve_gray / n),
-        },
+        "colorfulness": float(colour),
+        "colorfulness_truth": float(colour_truth),
+        "colorfulness_ratio": float(colour / colour_truth) if colour_truth > 0 else 0.0,
+        "auc": metrics.auc(model_curve),
+        "gray": {"psnr": float(psnr_gray), "ssim": float(ssim_gray), "colorfulness": 0.0, "colorfulness_ratio": 0.0,
+                 "auc": metrics.auc(gray_curve)},
     }
+
+
+def evaluate_colorizer(predict_ab, info: contract.ModelInfo, image_paths, groups=None, size: int | None = None,
+                       progress: bool = True, keep: int = 0) -> dict:
+    """Means over the images of PSNR, SSIM, colourfulness and AuC for the model and the gray baseline, through
+    contract.colorize. groups (one name per image) adds a per-group breakdown; keep > 0 also returns that many
+    evenly spaced (truth, output) BGR pairs for a picture."""
+    groups = groups or ["all"] * len(image_paths)
+    rows, curves, by_group, kept = [], [], {}, []
+    keep_at = set(np.linspace(0, len(image_paths) - 1, keep).round().astype(int).tolist()) if keep else set()
+    for i, path in enumerate(tqdm(image_paths, desc="evaluate", unit="img", disable=not progress, leave=False)):
+        truth = load_bgr(path, size)
+        true_ab = rgb2lab(truth[..., ::-1])[..., 1:]
+        output = contract.colorize(predict_ab, truth, info)
+        psnr, ssim, colour, curve = _scores(truth, output, true_ab)
+        gray = contract.gray_baseline(truth)
+        psnr_gray, ssim_gray, _, curve_gray = _scores(truth, gray, true_ab)
+        row = (psnr, ssim, colour, metrics.colorfulness(truth[..., ::-1]), psnr_gray, ssim_gray)
+        rows.append(row)
+        curves.append((curve, curve_gray))
+        group = by_group.setdefault(groups[i], ([], []))
+        group[0].append(row)
+        group[1].append((curve, curve_gray))
+        if i in keep_at:
+            kept.append((truth, output))
+    result = _summary(rows, curves)
+    result.update(size=size, input_size=info.input_size)
+    if len(by_group) > 1:
+        result["per_source"] = {name: _summary(*parts) for name, parts in sorted(by_group.items())}
     if keep:
         result["pairs"] = kept
     return result
 
 
-def load_rgb(path) -> np.ndarray:
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise flowers.DataError(f"cannot read image {path}")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
 def write_grid(path, columns: list[tuple[str, list[np.ndarray]]]) -> None:
-    """Columns of same-size RGB images with a title each -> one picture (format from the suffix), rows = images,
-    written atomically."""
+    """Columns of BGR images with a title each -> one picture (format from the suffix), rows = images, written
+    atomically. Images in a row are brought to the first column's height."""
     tiles = []
+    height = [image.shape[0] for image in columns[0][1]]
     for title, images in columns:
-        column = np.concatenate(images, axis=0)
+        resized = [cv2.resize(im, (round(im.shape[1] * h / im.shape[0]), h), interpolation=cv2.INTER_AREA)
+                   if im.shape[0] != h else im for im, h in zip(images, height)]
+        width = max(im.shape[1] for im in resized)
+        padded = [cv2.copyMakeBorder(im, 0, 0, 0, width - im.shape[1], cv2.BORDER_CONSTANT, value=(255, 255, 255))
+                  for im in resized]
+        column = np.concatenate(padded, axis=0)
         header = np.full((28, column.shape[1], 3), 255, np.uint8)
-        cv2.putText(header, title, (6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(header, title, (6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
         tiles.append(np.concatenate([header, column], axis=0))
     grid = np.concatenate(tiles, axis=1)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    cv2.imwrite(str(tmp), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
-    tmp.replace(path)
+    ok, encoded = cv2.imencode(Path(path).suffix or ".png", grid)
+    if not ok:
+        raise datasets.DataError(f"cannot encode {path}")
+    write_bytes_atomic(Path(path), encoded.tobytes())
 
 
 def format_table(result: dict, name: str = "model") -> str:
+    """One table: the model, the gray baseline, the truth's colourfulness; then one row per source, if any."""
     g = result["gray"]
     lines = [
-        f"{'':10s} {'PSNR':>7s} {'SSIM':>7s} {'colour':>7s} {'ratio':>6s} {'AuC':>6s}",
-        f"{name:10s} {result['psnr']:7.2f} {result['ssim']:7.4f} {result['colorfulness']:7.2f} "
+        f"{'':16s} {'PSNR':>7s} {'SSIM':>7s} {'colour':>7s} {'ratio':>6s} {'AuC':>6s}",
+        f"{name[:16]:16s} {result['psnr']:7.2f} {result['ssim']:7.4f} {result['colorfulness']:7.2f} "
         f"{result['colorfulness_ratio']:6.3f} {result['auc']:6.4f}",
-        f"{'gray':10s} {g['psnr']:7.2f} {g['ssim']:7.4f} {0.0:7.2f} {0.0:6.3f} {g['auc']:6.4f}",
-        f"{'truth':10s} {'':7s} {'':7s} {result['colorfulness_truth']:7.2f} {1.0:6.3f}",
+        f"{'gray':16s} {g['psnr']:7.2f} {g['ssim']:7.4f} {0.0:7.2f} {0.0:6.3f} {g['auc']:6.4f}",
+        f"{'truth':16s} {'':7s} {'':7s} {result['colorfulness_truth']:7.2f} {1.0:6.3f}",
     ]
+    if result.get("per_source"):
+        lines.append(f"{'per source':16s} {'PSNR':>7s} {'gray':>7s} {'ratio':>7s} {'AuC':>6s} {'gray':>6s} images")
+        for source, r in result["per_source"].items():
+            lines.append(f"{source[:16]:16s} {r['psnr']:7.2f} {r['gray']['psnr']:7.2f} {r['colorfulness_ratio']:7.3f} "
+                         f"{r['auc']:6.4f} {r['gray']['auc']:6.4f} {r['images']}")
     return "\n".join(lines)
 
 
 def json_line(result: dict) -> str:
-    return json.dumps({k: v for k, v in result.items() if k != "pairs"})
+    return json.dumps(result, default=lambda value: None)

@@ -48,3 +48,10 @@ def rebalancing_weights(ab_batches, bins: torch.Tensor, mix: float = 0.5, sigma:
     weights = 1.0 / ((1.0 - mix) * prior + mix / len(bins))
     weights = weights / (prior * weights).sum()
     return weights.float()
+
+
+def annealed_mean_l1(mean_ab: torch.Tensor, true_ab: torch.Tensor, beta: float = 0.05) -> torch.Tensor:
+    """Smooth-L1 between the decoded annealed mean [N,2,h,w] and the true ab averaged down to h, w, both over
+    AB_SCALE: the bin loss alone rewards a vivid colour even where it is the wrong one."""
+    target = F.adaptive_avg_pool2d(true_ab, mean_ab.shape[-2:])
+    return F.smooth_l1_loss(mean_ab.float() / AB_SCALE, target / AB_SCALE, beta=beta)

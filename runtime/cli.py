@@ -1,0 +1,142 @@
+"""Pieces the runtime's command lines share: exit codes, turning SIGINT / SIGTERM into a clean interrupt, the model
+options (--model, --provider, --size, --temperature, --threads) and loading the model they name."""
+
+import argparse
+import contextlib
+import math
+import os
+import signal
+import threading
+
+import cv2
+
+from runtime import model as model_module
+from runtime.model import PROVIDERS, ColorizerModel, ModelError, ProviderError
+
+# Exit status of every runtime command.
+EXIT_OK = 0  # every input done
+EXIT_FAILED = 1  # some input failed, or an output could not be written
+EXIT_USAGE = 2  # bad command line, model, provider, source or display
+EXIT_SIGINT = 128 + signal.SIGINT  # 130: interrupted (Ctrl-C)
+EXIT_SIGTERM = 128 + signal.SIGTERM  # 143: terminated
+
+MAX_SIZE = 2048  # --size above this needs gigabytes per image for nothing: the models are trained at 112-224 px
+MAX_TEMPERATURE = 5.0
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived. A KeyboardInterrupt, so every cleanup that handles Ctrl-C handles SIGTERM too."""
+
+    def __init__(self, signum: int = signal.SIGINT):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+def interrupt_code(error: KeyboardInterrupt) -> int:
+    return error.exit_code if isinstance(error, Interrupted) else EXIT_SIGINT
+
+
+@contextlib.contextmanager
+def interruptible():
+    """Within this block SIGINT and SIGTERM raise Interrupted in the main thread (once: a second signal while the
+    first is being cleaned up is ignored, so the cleanup finishes). The previous handlers come back afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    fired = []
+
+    def handler(signum, frame):
+        if fired:
+            return
+        fired.append(signum)
+        raise Interrupted(signum)
+
+    previous = {number: signal.signal(number, handler) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, old in previous.items():
+            signal.signal(number, old if old is not None else signal.SIG_DFL)
+
+
+def quiet_opencv() -> None:
+    """We report unreadable files, sources and failed writes ourselves, in one line each: OpenCV's own log stays at
+    errors, and FFmpeg's decoder log (thousands of lines for a damaged video) off. FFmpeg reads its setting at its
+    first use, so this runs before any video is opened; an explicit OPENCV_FFMPEG_LOGLEVEL is kept."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+
+# ---------------------------------------------------------------- model options
+
+def installed_models() -> list[str]:
+    """Names of the shipped models that are installed here (what --model accepts by name)."""
+    names = getattr(model_module, "shipped_model_names", None)
+    if names is not None:
+        return list(names())
+    # a runtime.model from before shipped_model_names(): the same scan of the shipped model folders
+    return sorted({path.stem for folder in model_module.shipped_model_dirs() if folder.is_dir()
+                   for path in folder.glob("*.onnx") if path.is_file()})
+
+
+def model_size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= value <= MAX_SIZE:
+        raise argparse.ArgumentTypeError(f"must be 1 to {MAX_SIZE} px, got {value}")
+    return value
+
+
+def temperature(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(value) and 0.0 < value <= MAX_TEMPERATURE):
+        raise argparse.ArgumentTypeError(f"must be above 0 and at most {MAX_TEMPERATURE:g}, got {text}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    installed = installed_models()
+    names = ", ".join(installed) if installed else "none installed"
+    parser.add_argument("--model", default=None,
+                        help=f"installed model name ({names}) or .onnx path (default: {model_module.DEFAULT_MODEL})")
+    parser.add_argument("--provider", default="auto", choices=PROVIDERS,
+                        help="auto = CUDA when available, else CPU; cuda/tensorrt fail rather than fall back")
+    parser.add_argument("--size", type=model_size, default=None, metavar="PX",
+                        help=f"model input size (shorter side, 1-{MAX_SIZE} px); default from the model's metadata")
+    parser.add_argument("--temperature", type=temperature, default=None, metavar="T",
+                        help=f"annealed-mean temperature: higher is more vivid, lower is safer "
+                             f"(0 < T <= {MAX_TEMPERATURE:g}; default: the model's own)")
+    parser.add_argument("--threads", type=positive_int, default=None, help="ONNX Runtime threads (default: all cores)")
+
+
+def load_model(args) -> ColorizerModel:
+    """The model the options name; ModelError / ProviderError (exit EXIT_USAGE) when it cannot be used."""
+    extra = {} if args.temperature is None else {"temperature": args.temperature}
+    try:
+        return ColorizerModel(args.model, provider=args.provider, size=args.size, threads=args.threads, **extra)
+    except TypeError as error:  # a runtime.model from before --temperature
+        if "temperature" in str(error):
+            raise ModelError("this runtime cannot set the model's temperature") from None
+        raise
+
+
+MODEL_ERRORS = (ModelError, ProviderError)

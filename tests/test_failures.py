@@ -1,0 +1,536 @@
+"""No silent wrong output: every way an input, an output or a run can go wrong, one row each, for
+python -m runtime.colorize and python -m runtime.webcam. Each row builds tiny fixtures, runs the command (in this
+process, or in a subprocess where the point is what reaches the terminal, a file size limit or a signal) and states
+the exit code, the lines that must appear and the files that must (not) be there. Every row also checks that no
+traceback is printed and that no temp file (`.NAME.partial-PID-XXXX.EXT`) is left anywhere."""
+
+import os
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from runtime import colorize, webcam
+from runtime.model import ModelError
+from tests.onnx_fixtures import make_tiny_colorizer
+
+REPO = Path(__file__).resolve().parent.parent
+PHOTO = REPO / "examples" / "sunflower.jpg"  # a real photo (colour JPEG)
+
+
+# ---------------------------------------------------------------- running the commands
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def lines(self, stream: str = "err") -> list[str]:
+        """Lines as a terminal shows them (progress bars redraw with carriage returns)."""
+        text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", getattr(self, stream))  # and move the cursor
+        return [line.strip() for line in re.split(r"[\r\n]+", text) if line.strip()]
+
+
+@dataclass
+class Ctx:
+    tmp: Path
+    monkeypatch: pytest.MonkeyPatch
+    capfd: pytest.CaptureFixture
+    model: str
+    cache: Path  # fixtures shared by the rows (read only)
+
+
+def in_process(ctx: Ctx, main, *args, model: bool = True) -> Result:
+    ctx.capfd.readouterr()
+    argv = [*map(str, args), *(["--model", ctx.model, "--provider", "cpu"] if model else [])]
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse
+        code = exit_.code
+    captured = ctx.capfd.readouterr()
+    return Result(code, captured.out, captured.err)
+
+
+def _limit_file_size(limit: int):
+    def apply():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def command(ctx: Ctx, module: str, *args) -> list[str]:
+    return [sys.executable, "-m", f"runtime.{module}", *map(str, args), "--model", ctx.model, "--provider", "cpu"]
+
+
+def environment() -> dict:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("OPENCV_FFMPEG_LOGLEVEL", None)  # the commands must quiet FFmpeg themselves
+    return env
+
+
+def subprocess_run(ctx: Ctx, module: str, *args, file_size_limit: int | None = None, timeout: float = 120) -> Result:
+    result = subprocess.run(command(ctx, module, *args), cwd=ctx.tmp, env=environment(), capture_output=True,
+                            text=True, timeout=timeout,
+                            preexec_fn=_limit_file_size(file_size_limit) if file_size_limit else None)
+    return Result(result.returncode, result.stdout, result.stderr)
+
+
+def interrupted_run(ctx: Ctx, module: str, *args, watch: Path, signum: int, min_frames: int = 0) -> Result:
+    """Start the command, wait until it writes into a temp file of `watch` (a target path) and its progress bar has
+    passed `min_frames` frames, then send it `signum`."""
+    process = subprocess.Popen(command(ctx, module, *args), cwd=ctx.tmp, env=environment(),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    err = []
+    reader = threading.Thread(target=lambda: err.extend(iter(lambda: process.stderr.read(1), "")), daemon=True)
+    reader.start()
+
+    def ready() -> bool:
+        if not any(watch.parent.glob(f".{watch.stem}.partial-*")):
+            return False
+        done = [int(n) for n in re.findall(r"(\d+)/\d+ \[", "".join(err[-400:]))]
+        return max(done, default=0) >= min_frames
+
+    try:
+        deadline = time.monotonic() + 60
+        while not ready():
+            assert process.poll() is None, f"finished before it could be interrupted: {''.join(err)}"
+            assert time.monotonic() < deadline, "no temp file appeared"
+            time.sleep(0.002)
+        process.send_signal(signum)
+        out = process.stdout.read()
+        process.wait(timeout=60)
+        reader.join(timeout=10)
+    finally:
+        process.kill()
+    return Result(process.returncode, out, "".join(err))
+
+
+def partials(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if ".partial-" in p.name] if folder.exists() else []
+
+
+# ---------------------------------------------------------------- fixtures
+
+def picture(height=48, width=64, seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    base = np.stack([x / width, y / height, 0.5 + 0.4 * np.sin(x / 5.0)], axis=2) * 200 + 20
+    return np.clip(base + rng.normal(0, 4, base.shape), 0, 255).astype(np.uint8)
+
+
+def make_video(path: Path, frames: int, size=(160, 120), fps: float = 30.0, noise: float = 12.0) -> Path:
+    """Moving, noisy frames (noise makes the file big enough for a damaged stretch to hit many frames)."""
+    width, height = size
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:height, 0:width]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    assert writer.isOpened()
+    for i in range(frames):
+        image = np.stack([x / width, y / height, 0.5 + 0.4 * np.sin((x + 3 * i) / 7.0)], axis=2) * 180 + 30
+        writer.write(np.clip(image + rng.normal(0, noise, image.shape), 0, 255).astype(np.uint8))
+    writer.release()
+    return path
+
+
+def make_odd_video(path: Path, frames: int = 5) -> Path:
+    """641x481: OpenCV's FFmpeg writer crops odd sizes, its own MJPEG writer keeps them."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(path), cv2.CAP_OPENCV_MJPEG, cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (641, 481))
+    assert writer.isOpened()
+    for i in range(frames):
+        writer.write(picture(481, 641, seed=i))
+    writer.release()
+    assert video_facts(path) == (frames, (641, 481))
+    return path
+
+
+def long_video(ctx: Ctx, path: Path) -> Path:
+    """300 frames of 320x240: a run takes long enough to be interrupted while it writes."""
+    cached = ctx.cache / "long.mp4"
+    if not cached.exists():
+        make_video(cached, frames=300, size=(320, 240), noise=4.0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(cached, path)
+    return path
+
+
+def video_facts(path: Path) -> tuple[int, tuple[int, int]]:
+    """(frames that decode, (width, height))."""
+    capture = cv2.VideoCapture(str(path))
+    assert capture.isOpened(), path
+    count, shape = 0, None
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        count, shape = count + 1, (frame.shape[1], frame.shape[0])
+    capture.release()
+    return count, shape
+
+
+def good_image(ctx: Ctx, name: str = "good.png") -> Path:
+    path = ctx.tmp / "in" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), picture())
+    return path
+
+
+def truncated(ctx: Ctx, name: str, data: bytes) -> Path:
+    path = ctx.tmp / "in" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data[: int(len(data) * 0.4)])
+    return path
+
+
+def damaged_video(ctx: Ctx) -> Path:
+    path = make_video(ctx.tmp / "in" / "damaged.mp4", frames=90)
+    data = bytearray(path.read_bytes())
+    start, end = int(len(data) * 0.3), int(len(data) * 0.6)
+    data[start:end] = bytes(end - start)
+    path.write_bytes(bytes(data))
+    return path
+
+
+# ---------------------------------------------------------------- the rows
+
+def truncated_jpeg(ctx):
+    bad = truncated(ctx, "photo.jpg", PHOTO.read_bytes())
+    return in_process(ctx, colorize.main, bad, good_image(ctx), "-o", ctx.tmp / "out")
+
+
+def truncated_png(ctx):
+    ok, png = cv2.imencode(".png", cv2.imread(str(PHOTO)))
+    bad = truncated(ctx, "photo.png", png.tobytes())
+    return in_process(ctx, colorize.main, bad, good_image(ctx), "-o", ctx.tmp / "out")
+
+
+def damaged_video_colorize(ctx):
+    return subprocess_run(ctx, "colorize", damaged_video(ctx), good_image(ctx), "-o", "out")
+
+
+def damaged_video_webcam(ctx):
+    return subprocess_run(ctx, "webcam", "--source", damaged_video(ctx), "--no-display")
+
+
+def check_damaged(ctx, result):
+    read, declared = map(int, re.search(r"read (\d+) of (\d+) declared frames", result.err).groups())
+    assert 0 < read < declared == 90
+    assert "@ 0x" not in result.err  # FFmpeg's decoder log ("[mpeg4 @ 0x...] ac-tex damaged") stays off
+    assert len(result.lines()) < 10, result.err
+
+
+def full_disk_colorize(ctx):
+    make_video(ctx.tmp / "in" / "clip.mp4", frames=40)
+    return subprocess_run(ctx, "colorize", "in/clip.mp4", "-o", "out", file_size_limit=64_000)
+
+
+def rerun_redoes_it(ctx, result):
+    again = subprocess_run(ctx, "colorize", "in/clip.mp4", "-o", "out")
+    assert again.code == 0 and "1 ok, 0 skipped, 0 failed" in again.out, again.err
+    assert video_facts(ctx.tmp / "out" / "clip_color.mp4") == (40, (160, 120))
+
+
+def full_disk_webcam(ctx):
+    make_video(ctx.tmp / "in" / "clip.mp4", frames=40)
+    return subprocess_run(ctx, "webcam", "--source", "in/clip.mp4", "--no-display", "--record", "out/rec.mp4",
+                          file_size_limit=64_000)
+
+
+def interrupt_colorize(signum):
+    def run(ctx):
+        (ctx.tmp / "in" / "out").mkdir(parents=True)  # -o inside the input folder
+        good_image(ctx, "a.png")
+        good_image(ctx, "b.png")
+        long_video(ctx, ctx.tmp / "in" / "long.mp4")
+        return interrupted_run(ctx, "colorize", "in", "-o", "in/out", watch=ctx.tmp / "in" / "out" / "long_color.mp4",
+                               signum=signum)
+    return run
+
+
+def check_interrupted(ctx, result):
+    assert result.lines()[-1] == "interrupted: 2 done, 1 left"
+    assert sorted(p.name for p in (ctx.tmp / "in" / "out").iterdir()) == ["a_color.png", "b_color.png"]
+
+
+def killed_then_rerun(ctx):
+    """SIGKILL leaves a temp file; the next run (its -o inside the scanned folder) removes it and never takes it as
+    an input."""
+    (ctx.tmp / "in" / "out").mkdir(parents=True)
+    long_video(ctx, ctx.tmp / "in" / "long.mp4")
+    killed = interrupted_run(ctx, "colorize", "in", "-o", "in/out", watch=ctx.tmp / "in" / "out" / "long_color.mp4",
+                             signum=signal.SIGKILL)
+    assert killed.code == -signal.SIGKILL and len(partials(ctx.tmp / "in")) == 1
+    return in_process(ctx, colorize.main, ctx.tmp / "in", "--recursive", "-o", ctx.tmp / "in" / "out")
+
+
+def check_rerun_after_kill(ctx, result):
+    assert sorted(p.name for p in (ctx.tmp / "in" / "out").iterdir()) == ["long_color.mp4"]
+
+
+def terminate_webcam(ctx):
+    long_video(ctx, ctx.tmp / "in" / "long.mp4")
+    return interrupted_run(ctx, "webcam", "--source", "in/long.mp4", "--no-display", "--view", "color",
+                           "--record", "out/rec.mp4", watch=ctx.tmp / "out" / "rec.mp4", signum=signal.SIGTERM,
+                           min_frames=5)
+
+
+def check_recording_kept(ctx, result):
+    """Stopping a headless recording with a signal is normal use: what was recorded is finished and complete."""
+    found = re.search(r"recording: \S+ \((\d+) frames", result.out)
+    assert found, (result.out, result.err)
+    frames = int(found[1])
+    assert 0 < frames < 300
+    assert video_facts(ctx.tmp / "out" / "rec.mp4") == (frames, (320, 240))
+
+
+def symlink_loops(ctx):
+    """x and y each hold two links to the other: following links without remembering where one has been never ends
+    (glob's ** would walk 2**40 paths)."""
+    for here, there in (("x", "y"), ("y", "x")):
+        (ctx.tmp / "photos" / here).mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(ctx.tmp / "photos" / here / f"{here}.png"), picture())
+        for link in ("l1", "l2"):
+            (ctx.tmp / "photos" / here / link).symlink_to(Path("..") / there, target_is_directory=True)
+    return ctx.tmp / "photos"
+
+
+def loop_folder(ctx):
+    symlink_loops(ctx)
+    return subprocess_run(ctx, "colorize", "photos", "--recursive", "-o", "out", timeout=60)
+
+
+def loop_glob(ctx):
+    symlink_loops(ctx)
+    return subprocess_run(ctx, "colorize", "photos/**/*.png", "--recursive", "-o", "out", timeout=60)
+
+
+def scan_limit(ctx):
+    ctx.monkeypatch.setattr(colorize, "MAX_SCAN_ENTRIES", 50)
+    folder = ctx.tmp / "many"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), picture())
+    for i in range(60):
+        (folder / f"note-{i:02d}.txt").touch()
+    return in_process(ctx, colorize.main, folder, "-o", ctx.tmp / "out")
+
+
+def odd_video_colorize(ctx):
+    return in_process(ctx, colorize.main, make_odd_video(ctx.tmp / "in" / "odd.avi"), "-o", ctx.tmp / "out")
+
+
+def odd_video_webcam(ctx):
+    return in_process(ctx, webcam.main, "--source", make_odd_video(ctx.tmp / "in" / "odd.avi"), "--no-display",
+                      "--view", "color",
+                      "--record", ctx.tmp / "out" / "odd_color.mp4")
+
+
+def check_padded(ctx, result):
+    assert video_facts(ctx.tmp / "out" / "odd_color.mp4") == (5, (642, 482))
+
+
+def usage(main, *args):
+    def run(ctx):
+        return in_process(ctx, main, *args, good_image(ctx), model=False) if main is colorize.main else \
+            in_process(ctx, main, *args, "--source", make_video(ctx.tmp / "clip.mp4", frames=3), "--no-display",
+                       model=False)
+    return run
+
+
+def help_text(main):
+    """--help lists the models installed here: two in a stand-in model folder, not the repo's seed-colorizer."""
+    def run(ctx):
+        folder = ctx.tmp / "models"
+        folder.mkdir()
+        for name in ("colorizer", "colorizer-int8"):
+            (folder / f"{name}.onnx").write_bytes(b"stand-in")
+        ctx.monkeypatch.setattr("runtime.model.shipped_model_dirs", lambda: [folder])
+        ctx.monkeypatch.setenv("COLUMNS", "400")  # no line wrapping inside names
+        return in_process(ctx, main, "--help", model=False)
+    return run
+
+
+def check_help(ctx, result):
+    assert "(colorizer, colorizer-int8)" in result.out and "seed-colorizer" not in result.out
+    assert "annealed-mean temperature: higher is more vivid, lower is safer" in result.out
+
+
+def temperature_is_passed(main):
+    def run(ctx):
+        seen = {}
+
+        def fake_model(*args, **kwargs):
+            seen.update(kwargs)
+            raise ModelError("stand-in model")
+
+        ctx.monkeypatch.setattr("runtime.cli.ColorizerModel", fake_model)
+        ctx.monkeypatch.setattr(ctx, "seen", seen, raising=False)
+        if main is colorize.main:
+            return in_process(ctx, main, good_image(ctx), "--temperature", "0.7")
+        return in_process(ctx, main, "--source", make_video(ctx.tmp / "clip.mp4", frames=3), "--no-display",
+                          "--temperature", "0.7")
+    return run
+
+
+def check_temperature(ctx, result):
+    assert ctx.seen.get("temperature") == 0.7
+
+
+def multi_line_error(ctx):
+    def fail(self, lightness):
+        raise RuntimeError("the cause, on the first line\nsome context\nthe last line")
+
+    ctx.monkeypatch.setattr("runtime.model.ColorizerModel.predict_ab", fail)
+    return in_process(ctx, colorize.main, good_image(ctx), "-o", ctx.tmp / "out")
+
+
+@dataclass
+class Row:
+    id: str
+    run: Callable[[Ctx], Result]
+    code: int
+    err: list[str] = field(default_factory=list)  # regexes each matching a whole stderr line
+    out: list[str] = field(default_factory=list)  # substrings of stdout
+    present: list[str] = field(default_factory=list)  # paths under tmp that must exist
+    absent: list[str] = field(default_factory=list)  # ... and must not
+    check: Callable[[Ctx, Result], None] | None = None
+
+
+ROWS = [
+    # 1. truncated images: OpenCV decodes a truncated JPEG with a flat block and no error
+    Row("truncated-jpeg", truncated_jpeg, 1, err=[r"error: .*photo\.jpg: truncated or damaged image"],
+        out=["1 ok, 0 skipped, 1 failed"], present=["out/good_color.png"], absent=["out/photo_color.jpg"]),
+    Row("truncated-png", truncated_png, 1, err=[r"error: .*photo\.png: truncated or damaged image"],
+        out=["1 ok, 0 skipped, 1 failed"], present=["out/good_color.png"], absent=["out/photo_color.png"]),
+    # 2. a damaged video: the decoder gives up early; its log stays off the terminal
+    Row("damaged-video-colorize", damaged_video_colorize, 1,
+        err=[r"error: \S*in/damaged\.mp4: read \d+ of 90 declared frames"], out=["1 ok, 0 skipped, 1 failed"],
+        present=["out/good_color.png"], absent=["out/damaged_color.mp4"], check=check_damaged),
+    Row("damaged-video-webcam", damaged_video_webcam, 1,
+        err=[r"error: \S*in/damaged\.mp4: read \d+ of 90 declared frames"], check=check_damaged),
+    # 3. a full disk (a file size limit) while a video is written: an error, nothing under the name, rerun redoes it
+    Row("full-disk-colorize", full_disk_colorize, 1,
+        err=[r"error: in/clip\.mp4: the written video .*\(disk full or file size limit\?\)"],
+        out=["0 ok, 0 skipped, 1 failed"], absent=["out/clip_color.mp4"], check=rerun_redoes_it),
+    Row("full-disk-webcam-record", full_disk_webcam, 1,
+        err=[r"error: recording out/rec\.mp4 failed, not written: .*\(disk full or file size limit\?\)"],
+        absent=["out/rec.mp4"]),
+    # 4. interrupted runs: temp files removed, one line, 130 / 143; a killed run's temp file is stale next time
+    Row("sigint-colorize", interrupt_colorize(signal.SIGINT), 130, absent=["in/out/long_color.mp4"],
+        check=check_interrupted),
+    Row("sigterm-colorize", interrupt_colorize(signal.SIGTERM), 143, absent=["in/out/long_color.mp4"],
+        check=check_interrupted),
+    Row("sigkill-then-rerun", killed_then_rerun, 0,
+        err=[r"note: .*in: removed 1 temp file\(s\) left by an interrupted run"], out=["1 ok, 0 skipped, 0 failed"],
+        check=check_rerun_after_kill),
+    Row("sigterm-webcam-record", terminate_webcam, 143, out=["stopped (interrupted)"], check=check_recording_kept),
+    # 5. loops and limits
+    Row("symlink-loop-folder", loop_folder, 0,
+        err=[r"note: photos: 4 symlinked folder\(s\) lead to folders already scanned .*scanned once"],
+        out=["2 ok, 0 skipped, 0 failed"], present=["out/x/x_color.png", "out/y/y_color.png"]),
+    Row("symlink-loop-glob", loop_glob, 0, err=[r"note: photos/\*\*/\*\.png: \d+ symlinked folder\(s\) .*"],
+        out=["2 ok, 0 skipped, 0 failed"], present=["out/x_color.png", "out/y_color.png"]),
+    Row("scan-limit", scan_limit, 1, err=[r"error: .*many: scan stopped after 50 entries, nothing taken from it .*"],
+        out=["0 ok, 0 skipped, 1 failed"], absent=["out/a_color.png"]),
+    Row("size-too-big-colorize", usage(colorize.main, "--size", "100000"), 2, err=[r".*--size.*1 to 2048.*"]),
+    Row("size-zero-webcam", usage(webcam.main, "--size", "0"), 2, err=[r".*--size.*1 to 2048.*"]),
+    Row("odd-size-video-colorize", odd_video_colorize, 0,
+        err=[r"note: \S*odd\.avi: 641x481 is padded to 642x482 \(the mp4 codec needs even sizes\)"],
+        check=check_padded),
+    Row("odd-size-video-webcam-record", odd_video_webcam, 0,
+        err=[r"note: \S*odd_color\.mp4: 641x481 is padded to 642x482 \(the mp4 codec needs even sizes\)"],
+        check=check_padded),
+    # 6. --help lists the models installed here
+    Row("help-colorize", help_text(colorize.main), 0, check=check_help),
+    Row("help-webcam", help_text(webcam.main), 0, check=check_help),
+    # 7. --temperature: checked, and handed to the model
+    Row("temperature-zero", usage(colorize.main, "--temperature", "0"), 2,
+        err=[r".*--temperature.*must be above 0 and at most 5.*"]),
+    Row("temperature-too-high-webcam", usage(webcam.main, "--temperature", "5.5"), 2,
+        err=[r".*--temperature.*must be above 0 and at most 5.*"]),
+    Row("temperature-passed-colorize", temperature_is_passed(colorize.main), 2, err=[r"error: stand-in model"],
+        check=check_temperature),
+    Row("temperature-passed-webcam", temperature_is_passed(webcam.main), 2, err=[r"error: stand-in model"],
+        check=check_temperature),
+    # 8. an error's first line is the one shown (its cause), not its last
+    Row("first-line-of-error", multi_line_error, 1, err=[r"error: .*good\.png: the cause, on the first line"]),
+]
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("shared")
+    return make_tiny_colorizer(folder / "tiny.onnx", input_size=32), folder
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[row.id for row in ROWS])
+def test_failure(row, tmp_path, monkeypatch, capfd, shared):
+    monkeypatch.chdir(tmp_path)
+    ctx = Ctx(tmp_path, monkeypatch, capfd, *shared)
+    result = row.run(ctx)
+    assert result.code == row.code, (result.out, result.err)
+    lines = result.lines()
+    for pattern in row.err:
+        assert any(re.fullmatch(pattern, line) for line in lines), (pattern, result.err)
+    for text in row.out:
+        assert text in result.out, (text, result.out)
+    for name in row.present:
+        assert (tmp_path / name).is_file(), name
+    for name in row.absent:
+        assert not (tmp_path / name).exists(), name
+    assert "Traceback" not in result.err
+    assert not partials(tmp_path)  # no temp file left behind
+    if row.check is not None:
+        row.check(ctx, result)
+
+
+# ---------------------------------------------------------------- runtime.fileio, the one home of the above
+
+def test_atomic_writes_and_error_lines(tmp_path, capsys):
+    from runtime import fileio
+
+    target = tmp_path / "sub" / "data.bin"
+    assert fileio.write_bytes_atomic(target, b"one") == target and target.read_bytes() == b"one"
+
+    def broken(temp):
+        Path(temp).write_bytes(b"half")
+        assert fileio.is_partial(temp) and Path(temp).name.startswith(f".data.partial-{os.getpid()}-")
+        raise OSError("No space left on device\nsecond line")
+
+    with pytest.raises(OSError) as error:
+        fileio.write_atomic(target, broken)
+    assert fileio.first_line(error.value) == "No space left on device"
+    assert fileio.first_line(ValueError("\n  \n")) == "ValueError"
+
+    def refuse(temp):
+        raise ValueError("not what was meant to be written")
+
+    with pytest.raises(ValueError):
+        fileio.write_atomic(target, lambda temp: Path(temp).write_bytes(b"two"), verify=refuse)
+    assert target.read_bytes() == b"one" and os.listdir(target.parent) == ["data.bin"]  # old content, no temp
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    stale = target.parent / f".data.partial-{dead}-abcd1234.bin"
+    mine = target.parent / f".data.partial-{os.getpid()}-abcd1234.bin"
+    other = target.parent / ".data.partial-notes.txt"  # not our pattern: never touched
+    for path in (stale, mine, other):
+        path.write_bytes(b"")
+    assert fileio.remove_stale_partials(target.parent) == [stale]
+    assert sorted(os.listdir(target.parent)) == sorted(["data.bin", mine.name, other.name])
+
+    with pytest.raises(SystemExit) as exit_:
+        fileio.fail("something broke", 2)
+    assert exit_.value.code == 2 and capsys.readouterr().err == "error: something broke\n"
