@@ -1,94 +1,119 @@
-"""Check an exported ONNX colorizer against its PyTorch checkpoint; exit 1 when it is out of tolerance.
+"""Check an exported ONNX colorizer against its PyTorch checkpoint on what a user's photo goes through; exit 1 when
+it is out of tolerance, 2 when the inputs cannot be used.
 
     python -m export.verify --checkpoint checkpoints/colorizer.pt --onnx checkpoints/colorizer.onnx
     python -m export.verify --checkpoint checkpoints/colorizer.pt --onnx checkpoints/colorizer-int8.onnx \
-        --data ../shared/data --json
+        --precision int8 --data ../shared/data --json
 
-Both run on real images (the repo's examples/, or with --data the seed split's test subset of a
-Flowers-102 root, or any folder of images) the way the runtime feeds them, and on random L at sizes that
-include a batch of 2 and a size that is not a multiple of 32. Tolerances, by the ONNX file's precision:
-fp32: max |delta ab| <= 0.05; fp16: RGB PSNR against PyTorch >= 40 dB; int8: colourfulness within 5 %
-of PyTorch's and PSNR against the ground truth at most 0.5 dB below PyTorch's.
+Photos (the repo's examples/; with --data a data root, an evenly spaced sample of the Flowers-102 seed test subset
+and of the general test split, half each; or any folder of images) are read with cv2.imread and colorized by
+runtime.contract.colorize twice: through the PyTorch checkpoint (fed as its export would be, evaluation.
+checkpoint_info) and through the runtime's own ColorizerModel on the ONNX file (fed by the file's metadata).
+|delta ab| is measured on the two models' outputs for the same L (contract.model_input); PSNR and colourfulness on
+the merged full-resolution outputs. Random L at sizes that include a batch of 2 and a size that is not a multiple
+of 32 are compared too.
+
+The tolerance is the one for --precision (what the user asked for), never the file's own metadata label:
+fp32: max |delta ab| <= 0.05; fp16: RGB PSNR against PyTorch >= 40 dB (mean over the photos); int8: colourfulness
+within 5 % of PyTorch's and PSNR against the photo at most 0.5 dB below PyTorch's.
 """
 
 import argparse
 import json
 import sys
-import warnings
 from pathlib import Path
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
-from export.onnx import file_sha256, load_colorizer_or_fail
-from train import data as flowers
+from export.onnx import load_colorizer_or_fail
+from runtime import contract
+from runtime.contract import ContractError
+from runtime.fileio import fail, first_line
+from runtime.model import ColorizerModel, ModelError, ProviderError
+from train import data as datasets
 from train import evaluation, metrics
-from train.engine import fail
+from train.engine import file_sha256
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 RANDOM_SHAPES = [(2, 1, 64, 96), (1, 1, 160, 224), (1, 1, 100, 150)]  # batch 2; 100x150 is not a multiple of 32
-EVAL_SIZE = 256  # ground truth is compared at the evaluation protocol's size (train.evaluation)
+PRECISIONS = ("fp32", "fp16", "int8")
 FP32_MAX_AB = 0.05
 FP16_MIN_PSNR = 40.0
 INT8_MAX_PSNR_DROP = 0.5
 INT8_MAX_COLOUR_CHANGE = 0.05
 
 
-class ContractViolation(Exception):
-    """The ONNX output does not have the contract's shape: as much a failure as a wrong number."""
-
-
 def image_paths(data, count: int) -> list[Path]:
+    """The photos to compare on: examples/ (data None); a data root's Flowers-102 seed test subset and general test
+    split, evenly spaced, half each (all from one when the root has only that one); else any folder of images."""
     if data is None:
         try:
-            return flowers.find_images(EXAMPLES, limit=count)
-        except flowers.DataError as exc:
-            raise flowers.DataError(f"{exc}; pass --data (a Flowers-102 root or a folder of images)") from None
+            return datasets.find_images(EXAMPLES, limit=count)
+        except datasets.DataError as exc:
+            raise datasets.DataError(f"{exc}; pass --data (a data root or a folder of images)") from None
     try:
-        flowers.flowers_dir(data)
-    except flowers.DataError:
-        return flowers.find_images(data, limit=count)
-    return flowers.flowers_subset(data, "test", "seed", limit=count)[0]
+        datasets.flowers_dir(data)
+        has_flowers = True
+    except datasets.DataError:
+        has_flowers = False
+    has_general = datasets.has_general(data)
+    if not (has_flowers or has_general):
+        return datasets.find_images(data, limit=count)
+    flower_count = count if not has_general else (count + 1) // 2 if has_flowers else 0
+    paths = datasets.flowers_subset(data, "test", "seed", limit=flower_count)[0] if flower_count else []
+    if has_general and count - flower_count > 0:
+        paths += datasets.general_subset(data, "test", limit=count - flower_count)[0]
+    return paths
 
 
-def compare(torch_predict, onnx_predict, paths, input_size: int) -> dict:
-    """|delta ab| over real images and random inputs; PSNR and colourfulness of both on the images."""
+def _recording(predict_ab, seen: dict):
+    """predict_ab that also keeps its last (L, ab), so the merged output and the raw ab come from one run."""
+
+    def predict(lightness: np.ndarray) -> np.ndarray:
+        ab = np.asarray(predict_ab(lightness), dtype=np.float32)
+        seen["L"], seen["ab"] = lightness, ab
+        return ab
+
+    return predict
+
+
+def compare(torch_predict, torch_info: contract.ModelInfo, onnx_predict, onnx_info: contract.ModelInfo,
+            paths) -> dict:
+    """PyTorch vs ONNX Runtime on photos (through contract.colorize) and on random L."""
     deltas, rows = [], []
     for path in tqdm(paths, desc="verify", unit="img", leave=False):
-        truth = cv2.resize(evaluation.load_rgb(path), (EVAL_SIZE, EVAL_SIZE), interpolation=cv2.INTER_AREA)
-        rgb_torch, ab_torch = evaluation.colorize_rgb(torch_predict, truth, input_size)
-        rgb_onnx, ab_onnx = evaluation.colorize_rgb(onnx_predict, truth, input_size)
-        deltas.append(np.abs(ab_torch - ab_onnx).ravel())
-        rows.append(
-            (
-                metrics.psnr(rgb_onnx, rgb_torch),
-                metrics.psnr(rgb_torch, truth),
-                metrics.psnr(rgb_onnx, truth),
-                metrics.colorfulness(rgb_torch),
-                metrics.colorfulness(rgb_onnx),
-            )
-        )
+        photo = evaluation.load_bgr(path)  # cv2.imread, as a user's photo is read
+        seen_torch, seen_onnx = {}, {}
+        out_torch = contract.colorize(_recording(torch_predict, seen_torch), photo, torch_info)
+        out_onnx = contract.colorize(_recording(onnx_predict, seen_onnx), photo, onnx_info)
+        ab_torch = seen_torch["ab"]
+        if seen_torch["L"].shape != seen_onnx["L"].shape or not np.array_equal(seen_torch["L"], seen_onnx["L"]):
+            ab_torch = np.asarray(torch_predict(seen_onnx["L"]), dtype=np.float32)  # the same L for both models
+        deltas.append(np.abs(ab_torch - seen_onnx["ab"]).ravel())
+        truth, rgb_torch, rgb_onnx = photo[..., ::-1], out_torch[..., ::-1], out_onnx[..., ::-1]
+        rows.append((metrics.psnr(rgb_onnx, rgb_torch), metrics.psnr(rgb_torch, truth), metrics.psnr(rgb_onnx, truth),
+                     metrics.colorfulness(rgb_torch), metrics.colorfulness(rgb_onnx)))
     image_delta = np.concatenate(deltas)
     rng = np.random.default_rng(0)
     random_deltas = []
     for shape in RANDOM_SHAPES:
         lightness = rng.uniform(0.0, 100.0, size=shape).astype(np.float32)
-        ab_torch, ab_onnx = torch_predict(lightness), onnx_predict(lightness)
+        ab_torch, ab_onnx = np.asarray(torch_predict(lightness)), np.asarray(onnx_predict(lightness))
         expected = (shape[0], 2, shape[2], shape[3])
         if ab_torch.shape != expected or ab_onnx.shape != expected:
-            raise ContractViolation(f"L {shape} gave ab {ab_onnx.shape} (PyTorch {ab_torch.shape}), not {expected}")
+            raise ContractError(f"L {list(shape)} gave ab {list(ab_onnx.shape)} (PyTorch {list(ab_torch.shape)}), "
+                                f"not {list(expected)}")
         random_deltas.append(np.abs(ab_torch - ab_onnx).ravel())
     random_delta = np.concatenate(random_deltas)
     psnr_vs_torch, psnr_torch, psnr_onnx, colour_torch, colour_onnx = np.mean(rows, axis=0)
-    worst_psnr_vs_torch = min(row[0] for row in rows)
     return {
         "max_abs_ab": float(max(image_delta.max(), random_delta.max())),
         "mean_abs_ab": float(np.concatenate([image_delta, random_delta]).mean()),
         "images_max_abs_ab": float(image_delta.max()),
         "random_max_abs_ab": float(random_delta.max()),
-        "rgb_psnr_vs_pytorch": float(psnr_vs_torch),  # mean over images, as the evaluation protocol averages
-        "rgb_psnr_vs_pytorch_min": float(worst_psnr_vs_torch),
+        "rgb_psnr_vs_pytorch": float(psnr_vs_torch),  # mean over the photos, as the evaluation protocol averages
+        "rgb_psnr_vs_pytorch_min": float(min(row[0] for row in rows)),
         "psnr_truth_pytorch": float(psnr_torch),
         "psnr_truth_onnx": float(psnr_onnx),
         "colorfulness_pytorch": float(colour_torch),
@@ -97,41 +122,26 @@ def compare(torch_predict, onnx_predict, paths, input_size: int) -> dict:
     }
 
 
-def judge(report: dict) -> tuple[bool, str]:
-    precision = report["precision"]
+def judge(report: dict, precision: str) -> tuple[bool, str]:
+    """-> (within tolerance, the tolerance in words) for the precision the user asked for."""
     if precision == "fp32":
-        return report["max_abs_ab"] <= FP32_MAX_AB, f"max |delta ab| <= {FP32_MAX_AB}"
+        return report["max_abs_ab"] <= FP32_MAX_AB, f"fp32: max |delta ab| <= {FP32_MAX_AB}"
     if precision == "fp16":
-        return report["rgb_psnr_vs_pytorch"] >= FP16_MIN_PSNR, f"RGB PSNR vs PyTorch >= {FP16_MIN_PSNR} dB"
-    if precision == "int8":
-        ok = (
-            report["psnr_truth_pytorch"] - report["psnr_truth_onnx"] <= INT8_MAX_PSNR_DROP
-            and report["colorfulness_change"] <= INT8_MAX_COLOUR_CHANGE
-        )
-        return ok, f"PSNR drop <= {INT8_MAX_PSNR_DROP} dB and colourfulness change <= {INT8_MAX_COLOUR_CHANGE:.0%}"
-    raise ValueError(f"unknown precision {precision!r} in the ONNX file's metadata")
-
-
-def verify(model, onnx_predict, metadata: dict, paths, input_size: int) -> dict:
-    report = {"precision": metadata.get("precision", "fp32"), "input_size": input_size, "images": len(paths)}
-    report.update(compare(evaluation.torch_predictor(model), onnx_predict, paths, input_size))
-    report["ok"], report["tolerance"] = judge(report)
-    return report
-
-
-def first_line(exc: Exception) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return report["rgb_psnr_vs_pytorch"] >= FP16_MIN_PSNR, f"fp16: RGB PSNR vs PyTorch >= {FP16_MIN_PSNR} dB"
+    ok = (report["psnr_truth_pytorch"] - report["psnr_truth_onnx"] <= INT8_MAX_PSNR_DROP
+          and report["colorfulness_change"] <= INT8_MAX_COLOUR_CHANGE)
+    return ok, f"int8: PSNR drop <= {INT8_MAX_PSNR_DROP} dB and colourfulness change <= {INT8_MAX_COLOUR_CHANGE:.0%}"
 
 
 def get_args_parser():
-    parser = argparse.ArgumentParser(
-        description="Verify an ONNX colorizer against PyTorch", prog="python -m export.verify"
-    )
+    parser = argparse.ArgumentParser(description="Verify an ONNX colorizer against PyTorch", prog="python -m export.verify")
     parser.add_argument("--checkpoint", type=Path, required=True, help="the colorizer .pt it was exported from")
     parser.add_argument("--onnx", type=Path, required=True)
-    parser.add_argument("--data", type=Path, help="a Flowers-102 root (seed test subset) or a folder of images; "
-                        "default: the repo's examples/")
-    parser.add_argument("--images", type=int, default=64, help="how many real images (evenly spaced)")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                        help="the tolerance to hold the file to (default fp32); the file's own label is only compared")
+    parser.add_argument("--data", type=Path, help="a data root (Flowers-102 seed test subset and general test split, "
+                        "half each) or a folder of images; default: the repo's examples/")
+    parser.add_argument("--images", type=int, default=64, help="how many photos (evenly spaced)")
     parser.add_argument("--provider", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     return parser
@@ -139,44 +149,45 @@ def get_args_parser():
 
 def main(argv=None):
     args = get_args_parser().parse_args(argv)
-    warnings.filterwarnings("ignore", message="Conversion from CIE-LAB")  # skimage clipping out-of-gamut Lab
-    for path in (args.checkpoint, args.onnx):
-        if not path.is_file():
-            fail(f"file not found: {path}")
     if args.images < 1:
-        fail("--images must be at least 1")
-    if args.provider == "cuda":
-        import onnxruntime as ort
-
-        if "CUDAExecutionProvider" not in ort.get_available_providers():
-            fail("--provider cuda: this onnxruntime has no CUDAExecutionProvider (pip install onnxruntime-gpu)")
+        fail("--images must be at least 1", code=2)
+    if not args.onnx.is_file():
+        fail(f"ONNX file not found: {args.onnx}", code=2)
     model, meta = load_colorizer_or_fail(args.checkpoint)
     try:
-        onnx_predict, metadata = evaluation.onnx_predictor(args.onnx, args.provider)
-    except Exception as exc:  # onnxruntime refusing the file
-        fail(f"cannot load {args.onnx} with onnxruntime: {first_line(exc)}")
+        onnx_model = ColorizerModel(args.onnx.resolve(), provider=args.provider)  # a path, never a shipped name
+    except (ModelError, ProviderError, ContractError) as exc:
+        fail(first_line(exc), code=2)
+    label = onnx_model.info.precision
+    if label != args.precision:
+        print(f"warning: {args.onnx} is labelled precision={label} but is checked against the --precision "
+              f"{args.precision} tolerance", file=sys.stderr)
+    torch_info = evaluation.checkpoint_info(meta)
+    if (torch_info.input_size, torch_info.size_multiple) != (onnx_model.input_size, onnx_model.size_multiple):
+        print(f"warning: the checkpoint feeds {torch_info.input_size} px (multiple {torch_info.size_multiple}), "
+              f"{args.onnx} {onnx_model.input_size} px (multiple {onnx_model.size_multiple})", file=sys.stderr)
     try:
         paths = image_paths(args.data, args.images)
-        report = {"checkpoint": str(args.checkpoint), "onnx": str(args.onnx), "provider": args.provider,
-                  "source_matches": metadata.get("source_sha256") == file_sha256(args.checkpoint)}
-        input_size = int(metadata.get("input_size", meta.get("input_size", 256)))
-        report.update(verify(model, onnx_predict, metadata, paths, input_size))
-    except flowers.DataError as exc:
-        fail(str(exc))
-    except ValueError as exc:
-        fail(first_line(exc))
-    except ContractViolation as exc:
-        fail(f"{args.onnx} breaks the contract: {exc}", code=1)
+        report = {"checkpoint": str(args.checkpoint), "onnx": str(args.onnx), "provider": onnx_model.provider,
+                  "precision": args.precision, "file_precision": label, "input_size": onnx_model.input_size,
+                  "images": len(paths),
+                  "source_matches": onnx_model.info.source_sha256 == file_sha256(args.checkpoint)}
+        report.update(compare(evaluation.torch_predictor(model), torch_info, onnx_model.predict_ab, onnx_model.info,
+                              paths))
+    except datasets.DataError as exc:
+        fail(first_line(exc), code=2)
+    except ContractError as exc:
+        fail(f"{args.onnx} breaks the contract: {first_line(exc)}", code=1)
+    report["ok"], report["tolerance"] = judge(report, args.precision)
     if not report["source_matches"]:
         print(f"warning: {args.onnx} was not exported from {args.checkpoint} (source_sha256 differs)", file=sys.stderr)
     if args.json:
         print(json.dumps(report))
     else:
         for key, value in report.items():
-            print(f"{key:22s} {value:.4f}" if isinstance(value, float) else f"{key:22s} {value}")
+            print(f"{key:24s} {value:.4f}" if isinstance(value, float) else f"{key:24s} {value}")
     if not report["ok"]:
-        print(f"error: {args.onnx} is out of tolerance ({report['tolerance']})", file=sys.stderr)
-        raise SystemExit(1)
+        fail(f"{args.onnx} is out of tolerance ({report['tolerance']})", code=1)
 
 
 if __name__ == "__main__":

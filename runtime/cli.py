@@ -123,20 +123,16 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=model_size, default=None, metavar="PX",
                         help=f"model input size (shorter side, 1-{MAX_SIZE} px); default from the model's metadata")
     parser.add_argument("--temperature", type=temperature, default=None, metavar="T",
-                        help=f"annealed-mean temperature: higher is more vivid, lower is safer "
+                        help=f"annealed-mean temperature: lower picks each pixel's likeliest colour (more vivid, riskier), "
+                             f"higher averages the likely colours (safer, duller) "
                              f"(0 < T <= {MAX_TEMPERATURE:g}; default: the model's own)")
     parser.add_argument("--threads", type=positive_int, default=None, help="ONNX Runtime threads (default: all cores)")
 
 
 def load_model(args) -> ColorizerModel:
     """The model the options name; ModelError / ProviderError (exit EXIT_USAGE) when it cannot be used."""
-    extra = {} if args.temperature is None else {"temperature": args.temperature}
-    try:
-        return ColorizerModel(args.model, provider=args.provider, size=args.size, threads=args.threads, **extra)
-    except TypeError as error:  # a runtime.model from before --temperature
-        if "temperature" in str(error):
-            raise ModelError("this runtime cannot set the model's temperature") from None
-        raise
+    return ColorizerModel(args.model, provider=args.provider, size=args.size, threads=args.threads,
+                          temperature=args.temperature)
 
 
 MODEL_ERRORS = (ModelError, ProviderError)

@@ -127,3 +127,12 @@ def flowers_root() -> Path:
     if not (path / "flowers-102" / "jpg").is_dir():
         pytest.fail(f"FLOWERS_ROOT={root} holds no flowers-102/jpg/")
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cache_in_tmp(tmp_path_factory):
+    """The decoded-image cache (FLOWERCOLOR_CACHE, read by train.data.default_cache_dir) goes to a temporary folder
+    for the whole session, for this process and every subprocess it starts: tests write nothing outside tmp."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FLOWERCOLOR_CACHE", str(tmp_path_factory.mktemp("flowercolor-cache")))
+        yield

@@ -20,7 +20,7 @@ from torchvision.transforms import v2
 from tqdm import tqdm
 
 from train import data as flowers
-from runtime.fileio import fail
+from runtime.fileio import fail, first_line
 from train import engine
 from train.data import ImageArrayDataset
 from train.lab import L_CENTER, L_SCALE, normalize_l, uint8_rgb_to_lab
@@ -168,7 +168,12 @@ def fit(args):
         record = engine.train_one_epoch(ddp_model, loader, compute_loss, optimizer, scheduler, scaler, device,
                                         amp_dtype, epoch, args.epochs, sampler)
         if engine.is_main_process():
-            metrics = evaluate_model(model, valid_images, valid_labels, valid_groups, eval_size, device)
+            # score the weights as shipped (fp16), so the counts recorded are the ones `evaluate` reproduces
+            shipped = resnet18_gray(num_classes=len(class_names))
+            shipped.load_state_dict({k: v.float() if v.is_floating_point() else v
+                                     for k, v in engine.half_state_dict(model).items()})
+            shipped = shipped.to(device, memory_format=torch.channels_last)
+            metrics = evaluate_model(shipped, valid_images, valid_labels, valid_groups, eval_size, device)
             flower = metrics["flowers_102way"]
             record = {
                 "epoch": epoch + 1,
@@ -227,8 +232,13 @@ def load_classifier(path):
     if not isinstance(state, dict) or "fc.weight" not in state:
         raise engine.CheckpointError(f"{path} is not a classifier checkpoint (no fc layer)")
     model = resnet18_gray(num_classes=state["fc.weight"].shape[0])
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
-    return model.eval(), checkpoint.get("meta", {})
+    try:
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    except (RuntimeError, AttributeError) as exc:
+        raise engine.CheckpointError(f"{path}: its weights do not fit the L-channel ResNet-18 "
+                                     f"({first_line(exc)})") from None
+    meta = checkpoint.get("meta")
+    return model.eval(), meta if isinstance(meta, dict) else {}
 
 
 def evaluate(args):
@@ -236,7 +246,11 @@ def evaluate(args):
     model, meta = load_classifier(args.checkpoint)
     image_size = args.image_size or meta.get("eval_image_size") or meta.get("image_size", 112)
     general = model.fc.out_features > flowers.FLOWER_CLASSES
-    images, labels, groups, _ = load_subset(args, args.subset, image_size, general)
+    images, labels, groups, names = load_subset(args, args.subset, image_size, general)
+    known = meta.get("classes")
+    if known and list(known[: len(names)]) != names:  # the labels would index other classes: wrong counts
+        raise engine.CheckpointError(f"{args.checkpoint} was trained on other classes than {args.data} holds "
+                                     f"({len(known)} classes, the data {len(names)})")
     model = model.to(device, memory_format=torch.channels_last)
     result = evaluate_model(model, images, labels, groups, image_size, device, progress=True)
     result.update(subset=args.subset, split=args.split, image_size=image_size)

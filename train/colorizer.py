@@ -109,6 +109,8 @@ def fit(args):
         if args.classifier is None:
             raise flowers.DataError("--encoder-init classifier needs --classifier PATH (or pass --encoder-init none)")
         classifier = engine.load_checkpoint(args.classifier)
+        if "fc.weight" not in classifier["model"]:
+            raise engine.CheckpointError(f"{args.classifier} is not a classifier checkpoint (no fc layer)")
         encoder_state = {k: v.float() for k, v in classifier["model"].items()}
         meta_keys = ("valid_top1", "valid_flowers_102way", "image_size", "eval_image_size", "epochs_trained")
         classifier_meta = {k: classifier.get("meta", {}).get(k) for k in meta_keys}
@@ -208,14 +210,15 @@ def class_rebalancing(images, bins, batch_size) -> torch.Tensor:
     return losses.rebalancing_weights(ab_batches(), bins)
 
 
-def load_predictor(path, device, temperature=None):
+def load_predictor(path, device, temperature=None, onnx: bool | None = None):
     """A .pt checkpoint or an .onnx file -> (predict_ab, ModelInfo, label). An .onnx file runs in the runtime's own
-    ColorizerModel (ONNX Runtime), so its figures are the runtime's."""
+    ColorizerModel (ONNX Runtime), so its figures are the runtime's. onnx: which of the two the file is meant to be
+    (None: by its suffix)."""
     path = Path(path)
-    if path.suffix == ".onnx":
+    if (path.suffix == ".onnx") if onnx is None else onnx:
         provider = "cuda" if device.type == "cuda" else "cpu"
         model = ColorizerModel(path, provider=provider, temperature=temperature)
-        return model.predict_ab, model.info, model.info.preset or path.stem
+        return model.predict_ab, model.info, path.stem
     model, meta = load_colorizer(path)
     if temperature is not None and hasattr(model, "temperature"):
         model.temperature.fill_(temperature)
@@ -223,8 +226,14 @@ def load_predictor(path, device, temperature=None):
 
 
 def evaluate(args):
+    unknown = [name for name in args.sets if name not in evaluation.SETS]
+    if unknown or not args.sets:
+        raise flowers.DataError(f"unknown --sets {','.join(unknown)!r}; choose from {', '.join(evaluation.SETS)}")
+    if args.grid and args.grid.exists() and not args.overwrite:  # before the work, not after it
+        raise flowers.DataError(f"{args.grid} exists; pass --overwrite to replace it")
     device = engine.setup_device(args.device)
-    predict_ab, info, label = load_predictor(args.checkpoint or args.onnx, device, args.temperature)
+    predict_ab, info, label = load_predictor(args.checkpoint or args.onnx, device, args.temperature,
+                                             onnx=args.onnx is not None)
     if args.input_size:
         info = contract.ModelInfo(**{**info.__dict__, "input_size": args.input_size})
     results = {"model": str(args.checkpoint or args.onnx), "preset": label, "subset": args.subset}

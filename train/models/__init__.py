@@ -5,7 +5,8 @@ every colorizer has forward_ab(L in [0, 100]) -> ab, which is what export traces
 
 import torch
 
-from train.engine import load_checkpoint
+from runtime.fileio import first_line
+from train.engine import CheckpointError, load_checkpoint
 from train.models.colorizer import BinColorizer
 from train.models.seed_colorizer import SeedColorizer
 
@@ -17,11 +18,21 @@ def build_colorizer(preset: str, encoder_state: dict | None = None, **model_kwar
 
 
 def load_colorizer(path) -> tuple[torch.nn.Module, dict]:
-    """-> (model in eval mode, fp32, on CPU; its meta dict) from a colorizer checkpoint."""
+    """-> (model in eval mode, fp32, on CPU; its meta dict) from a colorizer checkpoint; CheckpointError (one line)
+    for a missing or damaged file, another kind of checkpoint (a classifier, a training state) or weights that do
+    not fit the preset."""
     checkpoint = load_checkpoint(path)
-    if "meta" not in checkpoint or "preset" not in checkpoint["meta"]:
-        raise ValueError(f"{path} is not a colorizer checkpoint (no meta.preset)")
-    meta = checkpoint["meta"]
-    model = build_colorizer(meta["preset"], **meta.get("model_kwargs", {}))
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in checkpoint["model"].items()})
+    meta = checkpoint.get("meta")
+    if not isinstance(meta, dict) or "preset" not in meta:
+        kind = " (it is a classifier checkpoint)" if "fc.weight" in checkpoint["model"] else ""
+        raise CheckpointError(f"{path} is not a colorizer checkpoint: no meta.preset{kind}")
+    if meta["preset"] not in PRESETS:
+        raise CheckpointError(f"{path}: unknown colorizer preset {meta['preset']!r} (this version knows "
+                              f"{', '.join(sorted(PRESETS))})")
+    try:
+        model = build_colorizer(meta["preset"], **meta.get("model_kwargs", {}))
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in checkpoint["model"].items()})
+    except (RuntimeError, TypeError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"{path}: its weights do not fit the {meta['preset']} colorizer "
+                              f"({first_line(exc)})") from None
     return model.eval(), meta
