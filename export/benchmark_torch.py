@@ -18,7 +18,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from runtime.benchmark import BATCHES, SIZES, latency_rows, peak_rss_mb
+from runtime.benchmark import BATCHES, SIZES, check_timing_args, latency_rows, peak_rss_mb
 from runtime.model import PROVIDERS, ColorizerModel, ModelError, ProviderError, default_threads
 from train.engine import file_sha256
 from train.models import load_colorizer
@@ -90,13 +90,7 @@ def print_table(report: dict) -> None:
 def main(argv=None) -> int:
     parser = get_args_parser()
     args = parser.parse_args(argv)
-    try:
-        if args.repeat < 1 or args.budget <= 0 or (args.threads is not None and args.threads < 1):
-            raise ValueError
-        if any(int(v) < 1 for v in args.sizes.split(",") + args.batches.split(",")):
-            raise ValueError
-    except ValueError:
-        parser.error("--repeat, --budget, --threads, --sizes and --batches must be positive numbers")
+    check_timing_args(parser, args)
     try:
         report = run(args)
     except (ModelError, ProviderError, ValueError) as error:

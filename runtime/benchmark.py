@@ -164,9 +164,8 @@ def print_tables(report: dict) -> None:
     print(f"\npeak RSS: {report['peak_rss_mb']:.0f} MB")
 
 
-def main(argv=None) -> int:
-    parser = get_args_parser()
-    args = parser.parse_args(argv)
+def check_timing_args(parser, args) -> None:
+    """The timing options every benchmark shares must be positive (argparse error, exit 2, otherwise)."""
     try:
         if args.repeat < 1 or args.budget <= 0 or (args.threads is not None and args.threads < 1):
             raise ValueError
@@ -174,6 +173,12 @@ def main(argv=None) -> int:
             raise ValueError
     except ValueError:
         parser.error("--repeat, --budget, --threads, --sizes and --batches must be positive numbers")
+
+
+def main(argv=None) -> int:
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    check_timing_args(parser, args)
     try:
         report = run_benchmark(args)
     except (ModelError, ProviderError) as error:

@@ -9,7 +9,6 @@ Only L reaches the network: images are converted to Lab after augmentation and a
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from torchvision.transforms import v2
 from tqdm import tqdm
 
 from train import data as flowers
-from runtime.fileio import fail, first_line
+from runtime.fileio import first_line
 from train import engine
 from train.data import ImageArrayDataset
 from train.lab import L_CENTER, L_SCALE, normalize_l, uint8_rgb_to_lab
@@ -305,15 +304,7 @@ def get_args_parser():
 
 
 def main(argv=None):
-    args = get_args_parser().parse_args(argv)
-    try:
-        args.func(args)
-    except (flowers.DataError, engine.CheckpointError, FileNotFoundError) as exc:
-        fail(str(exc), code=2)
-    except engine.TrainingError as exc:
-        fail(str(exc), code=1)
-    except KeyboardInterrupt:
-        fail("interrupted; run again with --resume to continue", code=130)
+    engine.run_command(get_args_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ annealed-mean decoding). Both start from the flower classifier's encoder unless 
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from tqdm import tqdm
 
 from train import data as flowers
 from runtime import contract
-from runtime.fileio import fail, first_line
+from runtime.fileio import fail
 from runtime.model import ColorizerModel, ModelError, ProviderError
 from train import engine, evaluation, losses
 from train.data import ImageArrayDataset
@@ -376,15 +375,7 @@ def main(argv=None):
     args = get_args_parser().parse_args(argv)
     if args.command == "fit" and not (args.data or args.images):
         fail("fit needs --data (Flowers-102) or --images (a folder of photos)", code=2)
-    try:
-        args.func(args)
-    except (flowers.DataError, engine.CheckpointError, contract.ContractError, ModelError, ProviderError,
-            FileNotFoundError, ValueError) as exc:
-        fail(first_line(exc), code=2)
-    except engine.TrainingError as exc:
-        fail(str(exc), code=1)
-    except KeyboardInterrupt:
-        fail("interrupted; run again with --resume to continue", code=130)
+    engine.run_command(args, usage_errors=(contract.ContractError, ModelError, ProviderError, ValueError))
 
 
 if __name__ == "__main__":

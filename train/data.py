@@ -16,6 +16,8 @@ from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from runtime.fileio import write_atomic
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 PACKAGED_SEED_SPLIT = Path(__file__).with_name("seed_split.csv")
 SUBSETS = ("train", "valid", "test")
@@ -203,9 +205,7 @@ def load_image_array(paths, size: int, cache_dir=None, desc: str = "decoding") -
             raise DataError(f"cannot read image {path}: {exc}") from exc
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(f".tmp{os.getpid()}.npy")
-        np.save(tmp, array)
-        os.replace(tmp, cache_file)
+        write_atomic(cache_file, lambda tmp: np.save(tmp, array))
     return array
 
 

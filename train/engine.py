@@ -18,6 +18,8 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
+from train.data import DataError
+
 
 # ---------------------------------------------------------------- device, precision, distribution
 def distributed_env() -> tuple[int, int, int]:
@@ -184,12 +186,12 @@ def train_one_epoch(model, loader, compute_loss, optimizer, scheduler, scaler, d
 
 # ---------------------------------------------------------------- files
 def atomic_save(obj, path) -> None:
-    """torch.save to a temp file beside the target, then rename: a kill never leaves half a file."""
+    """torch.save through runtime.fileio.write_atomic: a kill never leaves half a file."""
+    from runtime.fileio import write_atomic
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
 class CheckpointError(Exception):
@@ -248,6 +250,21 @@ def resume_training_state(path, model, optimizer, scheduler, scaler) -> dict | N
     if is_main_process():
         print(f"resumed from {path} at epoch {state['epoch'] + 2}", file=sys.stderr)
     return state
+
+
+def run_command(args, usage_errors: tuple = ()) -> None:
+    """What every training CLI's main does: run args.func, turn the errors library code raises into one line and
+    an exit code (2: data, checkpoint or usage; 1: training stopped; 130: interrupted, resumable)."""
+    from runtime.fileio import fail, first_line
+
+    try:
+        args.func(args)
+    except (DataError, CheckpointError, FileNotFoundError, *usage_errors) as exc:
+        fail(first_line(exc), code=2)
+    except TrainingError as exc:
+        fail(str(exc), code=1)
+    except KeyboardInterrupt:
+        fail("interrupted; run again with --resume to continue", code=130)
 
 
 def half_state_dict(model: torch.nn.Module) -> dict:
