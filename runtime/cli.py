@@ -123,8 +123,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=model_size, default=None, metavar="PX",
                         help=f"model input size (shorter side, 1-{MAX_SIZE} px); default from the model's metadata")
     parser.add_argument("--temperature", type=temperature, default=None, metavar="T",
-                        help=f"annealed-mean temperature: lower picks each pixel's likeliest colour (more vivid, riskier), "
-                             f"higher averages the likely colours (safer, duller) "
+                        help=f"annealed-mean temperature, the vividness control: how much each pixel averages its likely "
+                             f"colours; for the default model higher gives everyday photos more colour "
                              f"(0 < T <= {MAX_TEMPERATURE:g}; default: the model's own)")
     parser.add_argument("--threads", type=positive_int, default=None, help="ONNX Runtime threads (default: all cores)")
 

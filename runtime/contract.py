@@ -5,7 +5,7 @@ own it), so what export writes, what evaluation measures and what users run cann
 
 * graph: input `L` float32 [N,1,H,W] = CIE L* in [0, 100] with dynamic H, W; output `ab` float32 [N,2,H,W] =
   CIE a*, b*; optionally an input `temperature` (float32 scalar [], an initializer holding a default the caller may
-  override: the annealed-mean temperature, lower = more vivid, higher = safer); normalisation and decoding inside the graph.
+  override: the annealed-mean temperature, the vividness control); normalisation and decoding inside the graph.
 * metadata_props (string key/values): ModelInfo below.
 * image path: model_input (pixels resized to model_size, then L*), the model, merge (ab resized up, merged with
   the image's own full-resolution L*) -- colorize() chains them for any predict_ab callable (ONNX or PyTorch).

@@ -137,7 +137,8 @@ class ColorizerModel:
     """An ONNX colorizer in an ONNX Runtime session, with the image-side steps of runtime.contract around it.
 
     temperature: for models with a `temperature` input, the annealed-mean temperature fed on every run instead of
-    the file's default (default_temperature); lower = closer to each pixel's likeliest colour (more vivid), higher = closer to the mean (safer). An error for older models without one."""
+    the file's default (default_temperature); what it does to colour depends on the model and the photo (see the
+    model card). An error for older models without one."""
 
     def __init__(self, model: str | Path | None = None, provider: str = "auto", size: int | None = None,
                  threads: int | None = None, *, temperature: float | None = None):
