@@ -1,6 +1,7 @@
-"""Train and evaluate the ResNet-18 flower classifier on the L channel of Flowers-102.
+"""Train and evaluate the L-channel ResNet-18 classifier: Flowers-102's 102 classes plus, when the data root holds
+general/, the classes of its labelled sources (caltech101, intel-scenes, houses): 211 in all.
 
-    python -m train.classifier fit --data ../shared/data --epochs 40
+    python -m train.classifier fit --data ../shared/data --epochs 40 [--sources flowers] [--init OLD.pt]
     python -m train.classifier evaluate --checkpoint checkpoints/classifier.pt --data ../shared/data --subset valid --json
     torchrun --nproc_per_node=2 -m train.classifier fit --data ../shared/data     # DistributedDataParallel
 

@@ -6,9 +6,11 @@
     python -m train.colorizer evaluate --onnx checkpoints/colorizer.onnx --data ../shared/data --grid grid.png \
         --grid-with checkpoints/seed-colorizer.onnx
 
-Presets: `seed` is the student project's model #1 (MSE, SGD 0.01 Nesterov, constant rate; full-range tanh head
-instead of its Sigmoid); `default` is ours (skip-connected decoder, rebalanced classification over ab bins,
-annealed-mean decoding). Both start from the flower classifier's encoder unless --encoder-init none.
+--data trains on Flowers-102's train subset and the general set's train split together (one pass over each per
+epoch; --sources flowers|general for one). Presets: `seed` is the student project's model #1 (MSE, SGD 0.01
+Nesterov, constant rate; full-range tanh head instead of its Sigmoid); `default` is ours (skip-connected decoder,
+rebalanced classification over ab bins plus smooth-L1 on the annealed mean, annealed-mean decoding). Both start from
+the classifier's encoder unless --encoder-init none.
 """
 
 import argparse
