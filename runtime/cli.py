@@ -83,14 +83,18 @@ def installed_models() -> list[str]:
                    for path in folder.glob("*.onnx") if path.is_file()})
 
 
-def model_size(text: str) -> int:
+def _whole_number(text: str, low: int, high: int | None, what: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if not 1 <= value <= MAX_SIZE:
-        raise argparse.ArgumentTypeError(f"must be 1 to {MAX_SIZE} px, got {value}")
+    if value < low or (high is not None and value > high):
+        raise argparse.ArgumentTypeError(f"{what}, got {value}")
     return value
+
+
+def model_size(text: str) -> int:
+    return _whole_number(text, 1, MAX_SIZE, f"must be 1 to {MAX_SIZE} px")
 
 
 def temperature(text: str) -> float:
@@ -104,13 +108,7 @@ def temperature(text: str) -> float:
 
 
 def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
+    return _whole_number(text, 1, None, "must be positive")
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:

@@ -16,6 +16,7 @@ import onnxruntime as ort
 
 from runtime import color, contract
 from runtime.contract import INPUT, OUTPUT, TEMPERATURE, ContractError, ModelInfo
+from runtime.fileio import first_line
 
 log = logging.getLogger(__name__)
 
@@ -128,11 +129,6 @@ def _preload_gpu_libraries(chain: list) -> None:
             log.debug("onnxruntime.preload_dlls failed: %s", error)
 
 
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 class ColorizerModel:
     """An ONNX colorizer in an ONNX Runtime session, with the image-side steps of runtime.contract around it.
 
@@ -167,7 +163,7 @@ class ColorizerModel:
         except Exception as error:
             if provider != "auto" or len(chain) == 1:
                 raise
-            log.info("CUDA could not be used (%s); using the CPU", _first_line(error))
+            log.info("CUDA could not be used (%s); using the CPU", first_line(error))
             self.session = self._session(options, ["CPUExecutionProvider"], "cpu")
         self.provider = self.session.get_providers()[0]
         if provider == "auto" and len(chain) > 1 and self.provider == "CPUExecutionProvider":
@@ -206,7 +202,7 @@ class ColorizerModel:
         try:
             return ort.InferenceSession(str(self.path), options, providers=chain)
         except Exception as error:
-            message = _first_line(error)
+            message = first_line(error)
             if provider in ("cuda", "tensorrt", "auto") and "provider" in message.lower():
                 raise ProviderError(f"cannot start {provider}: {message}") from None
             raise ModelError(f"cannot load {self.path}: {message}") from None
