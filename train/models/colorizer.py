@@ -47,31 +47,55 @@ class BinColorizer(nn.Module):
         self.head = nn.Conv2d(64, len(bins), 1)
 
     @staticmethod
-    def _merge(x, skip):
-        x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+    def _merge(x, skip, exact: bool):
+        """Upsample x to skip's size and stack them. exact: the input's sides are multiples of 32, so every stage
+        is exactly twice the one below; a constant scale of 2 (the same numbers as the size) lets ONNX Runtime
+        keep the resize and the concatenation in its blocked (NCHWc) layout instead of converting around them."""
+        if exact:
+            x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+        else:
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
         return torch.cat([x, skip], dim=1)
 
-    def forward(self, l_norm: torch.Tensor) -> torch.Tensor:
-        """normalised L -> bin logits [N, Q, H/4, W/4]."""
+    def features(self, l_norm: torch.Tensor, exact: bool = False) -> torch.Tensor:
+        """normalised L -> the decoder's last features [N, 64, H/4, W/4] (what the head classifies); exact: see
+        _merge (training's crops need not be multiples of 32)."""
         _, s4, s8, s16, s32 = self.encoder(l_norm)
         x = self.reduce(s32)
-        x = self.up16(self._merge(x, s16))
-        x = self.up8(self._merge(x, s8))
-        x = self.up4(self._merge(x, s4))
-        return self.head(x)
+        x = self.up16(self._merge(x, s16, exact))
+        x = self.up8(self._merge(x, s8, exact))
+        return self.up4(self._merge(x, s4, exact))
+
+    def forward(self, l_norm: torch.Tensor) -> torch.Tensor:
+        """normalised L -> bin logits [N, Q, H/4, W/4] (training's cross-entropy)."""
+        return self.head(self.features(l_norm))
+
+    def annealed_mean(self, scaled_logits: torch.Tensor) -> torch.Tensor:
+        """Bin logits / T, bins on the LAST axis [..., Q] -> the annealed mean a*, b* [..., 2]: the
+        softmax-weighted sum of bin centres. Channels-last because ONNX Runtime's Softmax is fast over the
+        last axis and a MatMul projects onto the centres; over the channel axis of NCHW the same arithmetic
+        (ReduceMax, Exp, a 1x1 Conv) took a fifth of the int8 model's time."""
+        return torch.softmax(scaled_logits.float(), dim=-1) @ self.bins
 
     def decode(self, logits: torch.Tensor, size) -> torch.Tensor:
-        """Annealed mean: the softmax(logits / T)-weighted sum of bin centres, upsampled to size.
-        Written as exp, then one 1x1 convolution whose rows are the a centres, the b centres and ones
-        (numerator and denominator together): the same numbers as softmax + einsum, but ONNX Runtime runs
-        a channel-axis Softmax and an Einsum several times slower than Exp and Conv."""
-        scaled = logits.float() / self.temperature
-        weights = torch.exp(scaled - scaled.amax(dim=1, keepdim=True))
-        projection = torch.cat([self.bins.T, torch.ones_like(self.bins[:, :1]).T], dim=0)[:, :, None, None]
-        sums = F.conv2d(weights, projection)
-        ab = sums[:, :2] / sums[:, 2:]
+        """Bin logits [N, Q, h, w] -> annealed mean [N, 2, *size] (training's regression loss)."""
+        ab = self.annealed_mean(logits.float().movedim(1, -1) / self.temperature).movedim(-1, 1)
         return F.interpolate(ab, size=size, mode="bilinear", align_corners=False)
 
     def forward_ab(self, lightness: torch.Tensor) -> torch.Tensor:
-        """The exported contract: L* in [0, 100], [N, 1, H, W] -> a*, b* [N, 2, H, W]."""
-        return self.decode(self.forward(normalize_l(lightness)), lightness.shape[-2:])
+        """The exported contract: L* in [0, 100], [N, 1, H, W] -> a*, b* [N, 2, H, W]. The same numbers as
+        decode(forward(.)) for sides that are multiples of 32 (what the runtime feeds), arranged for inference:
+        other sides are padded up to a multiple of 32 (edge values) and cropped back, so every decoder stage is
+        exactly twice the one below (see _merge); the 1x1 head is one MatMul of the features as a [pixels, 64 + 1]
+        matrix (a column of ones carries the bias: ONNX Runtime's separate bias Add, or Gemm's, rereads every
+        logit); the temperature divides the head's Q x 65 weights rather than its logits."""
+        height, width = lightness.shape[-2:]
+        padded = F.pad(lightness, (0, (-width) % 32, 0, (-height) % 32), mode="replicate")
+        features = self.features(normalize_l(padded), exact=True)
+        n, c, h, w = features.shape
+        pixels = features.movedim(1, -1).reshape(n * h * w, c)
+        pixels = torch.cat([pixels, torch.ones_like(pixels[:, :1])], dim=1)
+        head = torch.cat([self.head.weight.flatten(1), self.head.bias[:, None]], dim=1) / self.temperature
+        ab = self.annealed_mean(pixels @ head.T).reshape(n, h, w, 2).movedim(-1, 1)
+        ab = F.interpolate(ab, size=padded.shape[-2:], mode="bilinear", align_corners=False)
+        return ab[..., :height, :width]
