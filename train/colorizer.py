@@ -14,6 +14,7 @@ the classifier's encoder unless --encoder-init none.
 """
 
 import argparse
+import importlib.metadata
 import json
 import sys
 from pathlib import Path
@@ -32,7 +33,10 @@ from train.data import ImageArrayDataset
 from train.lab import AB_SCALE, L_CENTER, L_SCALE, normalize_l, uint8_rgb_to_lab
 from train.models import build_colorizer, load_colorizer
 
-VERSION = "0.1.0"
+try:  # the package's own version (pyproject.toml), written into every checkpoint and ONNX file
+    VERSION = importlib.metadata.version("flower-colorization")
+except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
+    VERSION = "0+unknown"
 STORED_RATIO = 1.25  # images are cached with shorter side image_size * 1.25 and randomly cropped to image_size
 
 PRESET_DEFAULTS = {
