@@ -150,13 +150,12 @@ def strip_trace_metadata(model_proto: onnx.ModelProto) -> None:
 
 
 def decode_nodes(model_proto: onnx.ModelProto) -> list[str]:
-    """Names of every node that depends on the decoder's last ReLU or on the temperature: the head, the annealed
-    mean (softmax and its projection onto the bin centres) or tanh, and the resizes. Low precision there moves
-    every output colour, so they stay fp32."""
+    """Names of every node that depends on the decoder's last ReLU or on the temperature (an input by then, see
+    expose_temperature): the head, the annealed mean (softmax and its projection onto the bin centres) or tanh, and
+    the resizes. Low precision there moves every output colour, so they stay fp32."""
     nodes = list(model_proto.graph.node)
     last_relu = max(i for i, node in enumerate(nodes) if node.op_type == "Relu")
     tensors = set(nodes[last_relu].output) | {contract.TEMPERATURE}
-    tensors |= {init.name for init in model_proto.graph.initializer if init.name.split(".")[-1] == contract.TEMPERATURE}
     downstream = []
     for node in nodes:
         if node is not nodes[last_relu] and tensors.intersection(node.input):

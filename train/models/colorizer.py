@@ -12,6 +12,7 @@ from train.lab import normalize_l, rgb_to_lab
 from train.models.classifier import encoder_from_classifier
 
 BIN_STEP = 10.0
+STRIDE = 32  # the encoder downsamples 32x
 
 
 def gamut_ab_bins(step: float = BIN_STEP) -> torch.Tensor:
@@ -86,12 +87,12 @@ class BinColorizer(nn.Module):
     def forward_ab(self, lightness: torch.Tensor) -> torch.Tensor:
         """The exported contract: L* in [0, 100], [N, 1, H, W] -> a*, b* [N, 2, H, W]. The same numbers as
         decode(forward(.)) for sides that are multiples of 32 (what the runtime feeds), arranged for inference:
-        other sides are padded up to a multiple of 32 (edge values) and cropped back, so every decoder stage is
+        other sides are padded up to a multiple of STRIDE (edge values) and cropped back, so every decoder stage is
         exactly twice the one below (see _merge); the 1x1 head is one MatMul of the features as a [pixels, 64 + 1]
         matrix (a column of ones carries the bias: ONNX Runtime's separate bias Add, or Gemm's, rereads every
         logit); the temperature divides the head's Q x 65 weights rather than its logits."""
         height, width = lightness.shape[-2:]
-        padded = F.pad(lightness, (0, (-width) % 32, 0, (-height) % 32), mode="replicate")
+        padded = F.pad(lightness, (0, (-width) % STRIDE, 0, (-height) % STRIDE), mode="replicate")
         features = self.features(normalize_l(padded), exact=True)
         n, c, h, w = features.shape
         pixels = features.movedim(1, -1).reshape(n * h * w, c)
