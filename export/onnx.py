@@ -22,7 +22,6 @@ bytes do not depend on where the source lives.
 
 import argparse
 import contextlib
-import dataclasses
 import io
 import os
 import sys
@@ -42,7 +41,6 @@ from train.engine import CheckpointError, file_sha256
 from train.models import load_colorizer
 
 DEFAULT_OPSET = 18  # the lowest opset the torch.export-based exporter writes natively; ORT >= 1.14 runs it
-MIN_SIDE = 32  # the encoder downsamples 32x
 EXAMPLE_SHAPE = (2, 1, 96, 128)  # N > 1 and H != W, so no dynamic dimension is specialised to the example
 
 
@@ -66,7 +64,7 @@ def export_fp32(model, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
     which store_weights_fp16 can keep at half the size with no change in any output. The temperature becomes an
     overridable input (expose_temperature)."""
     batch = torch.export.Dim("N")
-    height, width = torch.export.Dim("H", min=MIN_SIDE), torch.export.Dim("W", min=MIN_SIDE)
+    height, width = (torch.export.Dim(name, min=model.size_multiple) for name in ("H", "W"))
     example = torch.rand(EXAMPLE_SHAPE, generator=torch.Generator().manual_seed(0)) * 100.0
     with contextlib.redirect_stdout(io.StringIO()):  # the exporter narrates its steps on stdout
         program = torch.onnx.export(
@@ -318,31 +316,10 @@ def to_int8(model_proto: onnx.ModelProto, paths, info: contract.ModelInfo) -> on
         return onnx.load(int8_path)
 
 
-def model_info(meta: dict, precision: str, source_sha256: str) -> contract.ModelInfo:
-    """The checkpoint's meta -> the metadata the runtime reads (runtime.contract.ModelInfo: one schema)."""
-    metrics = meta.get("metrics") or ({"valid": meta["valid"]} if "valid" in meta else {})
-    temperature = meta.get("model_kwargs", {}).get("temperature") if meta.get("preset") == "default" else None
-    return contract.ModelInfo(
-        input_size=int(meta.get("input_size", 256)),
-        size_multiple=int(meta.get("size_multiple", MIN_SIDE)),
-        precision=precision,
-        preset=str(meta["preset"]),
-        domain=str(meta.get("domain", "flowers")),
-        version=str(meta.get("version", "0")),
-        training_data=str(meta.get("training_data", "")),
-        temperature=None if temperature is None else float(temperature),
-        metrics=metrics,
-        source_sha256=source_sha256,
-    )
-
-
 def export(model, meta: dict, source_sha256: str, precision: str = "fp32", opset: int = DEFAULT_OPSET,
            calibration: list | None = None) -> onnx.ModelProto:
     """A loaded colorizer -> the checked ModelProto; calibration is the list of image paths int8 needs."""
-    info = model_info(meta, precision, source_sha256)
-    if info.temperature is not None and hasattr(model, "temperature"):
-        # the value the graph holds (a fp16 checkpoint rounds 0.38 to 0.3799), so metadata and graph agree
-        info = dataclasses.replace(info, temperature=float(model.temperature))
+    info = model.info(meta, precision, source_sha256)  # the temperature the graph holds, so metadata and graph agree
     model_proto = export_fp32(model, opset)
     # before conversion: int8's pre-processing would otherwise fold the temperature into the head's weights
     expose_temperature(model_proto)

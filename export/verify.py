@@ -162,7 +162,7 @@ def main(argv=None):
     if label != args.precision:
         print(f"warning: {args.onnx} is labelled precision={label} but is checked against the --precision "
               f"{args.precision} tolerance", file=sys.stderr)
-    torch_info = evaluation.checkpoint_info(meta)
+    torch_info = model.info(meta)
     if (torch_info.input_size, torch_info.size_multiple) != (onnx_model.input_size, onnx_model.size_multiple):
         print(f"warning: the checkpoint feeds {torch_info.input_size} px (multiple {torch_info.size_multiple}), "
               f"{args.onnx} {onnx_model.input_size} px (multiple {onnx_model.size_multiple})", file=sys.stderr)

@@ -12,7 +12,7 @@ own it), so what export writes, what evaluation measures and what users run cann
 """
 
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
@@ -104,6 +104,19 @@ class ModelInfo:
             return cls(**values)
         except ContractError as error:
             raise ContractError(f"{where}: {error}") from None
+
+    def resolve(self, input_size: int | None = None, temperature: float | None = None) -> "ModelInfo":
+        """The one way an override reaches a model (runtime, CLIs, evaluate/tune, export): this info with the
+        given input size (never below one size multiple) and annealed-mean temperature (checked) applied; None
+        keeps the file's own value."""
+        changes = {}
+        if input_size is not None:
+            if isinstance(input_size, bool) or int(input_size) != input_size or input_size < 1:
+                raise ContractError(f"input size must be a positive integer, got {input_size!r}")
+            changes["input_size"] = max(self.size_multiple, int(input_size))
+        if temperature is not None:
+            changes["temperature"] = check_temperature(temperature)
+        return replace(self, **changes) if changes else self
 
     def to_metadata(self) -> dict[str, str]:
         """-> metadata_props, the exact inverse of from_metadata (temperature only when there is one)."""

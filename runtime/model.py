@@ -5,7 +5,6 @@ The contract (signature, metadata, image path) lives in runtime.contract: input 
 in the file's metadata (`input_size`, `size_multiple`). This module adds files, providers and the session.
 """
 
-import dataclasses
 import importlib.resources
 import logging
 import os
@@ -182,12 +181,11 @@ class ColorizerModel:
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         try:
             contract.check_signature(inputs, self.session.get_outputs(), str(self.path))
-            info = ModelInfo.from_metadata(
-                self.metadata if size is None else {**self.metadata, "input_size": str(int(size))}, str(self.path))
+            metadata = self.metadata if size is None else {"input_size": str(int(size)), **self.metadata}
+            # self.info: the file's metadata with an explicit size applied, never below one size multiple
+            self.info = ModelInfo.from_metadata(metadata, str(self.path)).resolve(input_size=size)
         except ContractError as error:
             raise ModelContractError(str(error)) from None
-        # self.info: the file's metadata with an explicit size applied, never below one size multiple
-        self.info = dataclasses.replace(info, input_size=max(info.size_multiple, info.input_size))
         self.has_temperature = TEMPERATURE in [i.name for i in inputs]
         self.temperature = temperature
         self._extra_feeds = {}
@@ -217,17 +215,9 @@ class ColorizerModel:
     def input_size(self) -> int:
         return self.info.input_size
 
-    @input_size.setter
-    def input_size(self, value: int) -> None:
-        self.info = dataclasses.replace(self.info, input_size=int(value))
-
     @property
     def size_multiple(self) -> int:
         return self.info.size_multiple
-
-    @size_multiple.setter
-    def size_multiple(self, value: int) -> None:
-        self.info = dataclasses.replace(self.info, size_multiple=int(value))
 
     @property
     def default_temperature(self) -> float | None:

@@ -185,7 +185,7 @@ def fit(args):
         if engine.is_main_process():
             record = {"epoch": epoch + 1, **record, "lr": optimizer.param_groups[0]["lr"]}
             if valid_sets:
-                predict_ab, info = evaluation.torch_predictor(model, device), evaluation.checkpoint_info(meta)
+                predict_ab, info = evaluation.torch_predictor(model, device), model.info(meta)
                 for name, paths, groups, size in valid_sets:
                     result = evaluation.evaluate_colorizer(predict_ab, info, paths, groups, size, progress=False)
                     record.update({f"valid_{name}_{k}": result[k] for k in ("psnr", "colorfulness_ratio", "auc")})
@@ -215,19 +215,20 @@ def class_rebalancing(images, bins, batch_size) -> torch.Tensor:
     return losses.rebalancing_weights(ab_batches(), bins)
 
 
-def load_predictor(path, device, temperature=None, onnx: bool | None = None):
-    """A .pt checkpoint or an .onnx file -> (predict_ab, ModelInfo, label). An .onnx file runs in the runtime's own
-    ColorizerModel (ONNX Runtime), so its figures are the runtime's. onnx: which of the two the file is meant to be
-    (None: by its suffix)."""
+def load_predictor(path, device, temperature=None, onnx: bool | None = None, input_size=None):
+    """A .pt checkpoint or an .onnx file -> (predict_ab, ModelInfo, label), with the overrides applied through
+    ModelInfo.resolve. An .onnx file runs in the runtime's own ColorizerModel (ONNX Runtime), so its figures are the
+    runtime's. onnx: which of the two the file is meant to be (None: by its suffix)."""
     path = Path(path)
     if (path.suffix == ".onnx") if onnx is None else onnx:
         provider = "cuda" if device.type == "cuda" else "cpu"
-        model = ColorizerModel(path, provider=provider, temperature=temperature)
+        model = ColorizerModel(path, provider=provider, size=input_size, temperature=temperature)
         return model.predict_ab, model.info, path.stem
     model, meta = load_colorizer(path)
-    if temperature is not None and hasattr(model, "temperature"):
-        model.temperature.fill_(temperature)
-    return evaluation.torch_predictor(model, device), evaluation.checkpoint_info(meta), meta["preset"]
+    info = model.info(meta).resolve(input_size, temperature if model.has_temperature else None)
+    if info.temperature is not None:
+        model.set_temperature(info.temperature)
+    return evaluation.torch_predictor(model, device), info, meta["preset"]
 
 
 def evaluate(args):
@@ -238,9 +239,7 @@ def evaluate(args):
         raise flowers.DataError(f"{args.grid} exists; pass --overwrite to replace it")
     device = engine.setup_device(args.device)
     predict_ab, info, label = load_predictor(args.checkpoint or args.onnx, device, args.temperature,
-                                             onnx=args.onnx is not None)
-    if args.input_size:
-        info = contract.ModelInfo(**{**info.__dict__, "input_size": args.input_size})
+                                             onnx=args.onnx is not None, input_size=args.input_size)
     results = {"model": str(args.checkpoint or args.onnx), "preset": label, "subset": args.subset}
     grid_rows = []
     for name in args.sets:
@@ -268,14 +267,14 @@ def tune(args):
     model, meta = load_colorizer(args.checkpoint)
     names = [n for n in evaluation.SETS if n == "flowers" or flowers.has_general(args.data)]
     sets = [(n, *evaluation.subset_images(args.data, n, "valid", args.split, limit=args.limit)) for n in names]
-    temperatures = args.temperatures if hasattr(model, "temperature") else [None]
+    temperatures = args.temperatures if model.has_temperature else [None]
     predict_ab = evaluation.torch_predictor(model, device)
     table = []
     for input_size in args.input_sizes:
-        info = evaluation.checkpoint_info(meta, input_size)
         for temperature in temperatures:
+            info = model.info(meta).resolve(input_size, temperature)
             if temperature is not None:
-                model.temperature.fill_(temperature)
+                model.set_temperature(temperature)
             row = {"input_size": input_size, "temperature": temperature}
             for name, paths, groups, size in sets:
                 result = evaluation.evaluate_colorizer(predict_ab, info, paths, groups, size)

@@ -38,12 +38,6 @@ def torch_predictor(model, device="cpu"):
     return predict_ab
 
 
-def checkpoint_info(meta: dict, input_size: int | None = None) -> contract.ModelInfo:
-    """The ModelInfo a checkpoint's export would carry (what the runtime would use to feed it)."""
-    return contract.ModelInfo(input_size=int(input_size or meta.get("input_size", 256)),
-                              size_multiple=int(meta.get("size_multiple", 32)), preset=str(meta.get("preset", "")))
-
-
 def load_bgr(path, size: int | None = None) -> np.ndarray:
     """uint8 BGR as cv2 reads it (what the runtime reads), resized to size x size when size is given."""
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)

@@ -7,17 +7,18 @@ import torch
 
 from runtime.fileio import first_line
 from train.engine import CheckpointError, load_checkpoint
-from train.models.colorizer import BinColorizer
+from train.models.bin_colorizer import BinColorizer
+from train.models.colorizer import Colorizer
 from train.models.seed_colorizer import SeedColorizer
 
 PRESETS = {"default": BinColorizer, "seed": SeedColorizer}
 
 
-def build_colorizer(preset: str, encoder_state: dict | None = None, **model_kwargs) -> torch.nn.Module:
+def build_colorizer(preset: str, encoder_state: dict | None = None, **model_kwargs) -> Colorizer:
     return PRESETS[preset](encoder_state=encoder_state, **model_kwargs)
 
 
-def load_colorizer(path) -> tuple[torch.nn.Module, dict]:
+def load_colorizer(path) -> tuple[Colorizer, dict]:
     """-> (model in eval mode, fp32, on CPU; its meta dict) from a colorizer checkpoint; CheckpointError (one line)
     for a missing or damaged file, another kind of checkpoint (a classifier, a training state) or weights that do
     not fit the preset."""

@@ -3,6 +3,8 @@
 import torch
 import torchvision
 
+ENCODER_STRIDE = 32  # ResNet-18 downsamples 32x: the deepest feature map is 1/32 of the input
+
 
 def resnet18_gray(num_classes: int = 102) -> torchvision.models.ResNet:
     model = torchvision.models.resnet18(weights=None, num_classes=num_classes)

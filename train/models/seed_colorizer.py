@@ -10,9 +10,10 @@ from torch import nn
 
 from train.lab import AB_SCALE, normalize_l
 from train.models.classifier import encoder_from_classifier
+from train.models.colorizer import Colorizer
 
 
-class SeedColorizer(nn.Module):
+class SeedColorizer(Colorizer):
     preset = "seed"
 
     def __init__(self, encoder_state: dict | None = None, channels=(512, 256, 128, 64, 32, 16)):
