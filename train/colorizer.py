@@ -22,14 +22,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from torchvision.transforms import v2
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from train import data as flowers
+from train import data as datasets
 from runtime import contract
 from runtime.fileio import fail
 from runtime.model import ColorizerModel, ModelError, ProviderError
 from train import engine, evaluation, losses
-from train.data import ImageArrayDataset
 from train.lab import AB_SCALE, L_CENTER, L_SCALE, normalize_l, uint8_rgb_to_lab
 from train.models import build_colorizer, load_colorizer
 
@@ -46,28 +46,50 @@ PRESET_DEFAULTS = {
 }
 
 
-def lab_batch(images_uint8: torch.Tensor, device):
-    """uint8 RGB batch -> (normalised L [N,1,H,W] channels-last, true ab [N,2,H,W])."""
-    lab = uint8_rgb_to_lab(images_uint8.to(device, non_blocking=True))
-    return normalize_l(lab[:, :1]).contiguous(memory_format=torch.channels_last), lab[:, 1:]
+def lab_batch(batch, device):
+    """(uint8 RGB [N,3,H,W], damaged L* [N,1,H,W] or NaN where the crop is clean) -> (normalised L channels-last,
+    true ab [N,2,H,W]): the network sees the damaged L*, the target stays the clean photo's ab."""
+    images, damaged = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
+    lab = uint8_rgb_to_lab(images)
+    lightness = torch.where(torch.isnan(damaged), lab[:, :1], damaged)
+    return normalize_l(lightness).contiguous(memory_format=torch.channels_last), lab[:, 1:]
 
 
-def training_paths(args):
-    """-> (image paths, a description for the model card). --data trains on Flowers-102's train subset and, when
-    the root also holds general/, the general set's train split: one pass over each per epoch (6552 + 8584
-    images), so neither swamps the other."""
+def parse_mix(text: str) -> dict[str, float]:
+    """'flowers=0.5,general=1,photos=1' -> {set: passes per epoch}."""
+    mix = {}
+    for part in filter(None, text.split(",")):
+        name, _, value = part.partition("=")
+        try:
+            mix[name.strip()] = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"--mix wants SET=PASSES pairs, got {part!r}") from None
+        if not (np.isfinite(mix[name.strip()]) and mix[name.strip()] >= 0):
+            raise argparse.ArgumentTypeError(f"--mix {name}: passes per epoch must be >= 0, got {value}")
+    return mix
+
+
+def training_sets(args) -> list[tuple[str, list]]:
+    """The training sets in the mix, (name, image paths) each: Flowers-102's train subset and general's train split
+    from --data, the staged photos' train split from --photos, every image under --images."""
+    sets = []
+    if args.data and args.sources in ("all", "flowers"):
+        sets.append(("flowers", datasets.flowers_subset(args.data, "train", args.split, limit=args.limit)[0]))
+    if args.data and args.sources in ("all", "general") and (datasets.has_general(args.data) or args.sources == "general"):
+        sets.append(("general", datasets.general_subset(args.data, "train", limit=args.limit)[0]))
+    if args.photos:
+        sets.append(("photos", datasets.indexed_subset(datasets.photos_dir(args.photos), "train", limit=args.limit)[0]))
     if args.images:
-        return flowers.find_images(args.images, limit=args.limit), f"images under {args.images}"
-    parts, paths = [], []
-    if args.sources in ("all", "flowers"):
-        flower_paths, _ = flowers.flowers_subset(args.data, "train", args.split, limit=args.limit)
-        paths += flower_paths
-        parts.append(f"Flowers-102 {args.split} split train ({len(flower_paths)})")
-    if args.sources in ("all", "general") and (flowers.has_general(args.data) or args.sources == "general"):
-        general_paths, _, _ = flowers.general_subset(args.data, "train", limit=args.limit)
-        paths += general_paths
-        parts.append(f"general train ({len(general_paths)})")
-    return paths, " + ".join(parts)
+        sets.append(("images", datasets.find_images(args.images, limit=args.limit)))
+    unknown = set(args.mix) - {name for name, _ in sets}
+    if unknown:
+        raise datasets.DataError(f"--mix names {', '.join(sorted(unknown))}, which this run does not train on")
+    return sets
+
+
+def describe_mix(sets, mix) -> str:
+    """For the model card: each set, its size and its passes per epoch."""
+    return " + ".join(f"{name} train ({len(paths)}, x{mix.get(name, 1.0):g}/epoch)" for name, paths in sets)
 
 
 def validation_sets(args) -> list[tuple[str, list, list, int | None]]:
@@ -75,10 +97,9 @@ def validation_sets(args) -> list[tuple[str, list, list, int | None]]:
     args.valid_images in all."""
     if not args.data or args.valid_images <= 0:
         return []
-    names = [n for n in evaluation.SETS if args.sources in ("all", n)]
-    names = [n for n in names if n == "flowers" or flowers.has_general(args.data)]
-    return [(n, *evaluation.subset_images(args.data, n, "valid", args.split, limit=args.valid_images // len(names)))
-            for n in names]
+    names = [n for n in evaluation.available_sets(args.data, args.photos) if args.sources in ("all", n) or n == "photos"]
+    return [(n, *evaluation.subset_images(args.data, n, "valid", args.split, limit=args.valid_images // len(names),
+                                          photos=args.photos)) for n in names]
 
 
 def compute_loss(model, preset, inputs, true_ab, regression_weight: float = 0.0):
@@ -98,83 +119,135 @@ def compute_loss(model, preset, inputs, true_ab, regression_weight: float = 0.0)
     return bins + regression_weight * regression, {"bin_loss": bins.item(), "mean_l1": regression.item()}
 
 
-def fit(args):
-    device = engine.setup_device(args.device)
-    engine.seed_everything(args.seed)
-    amp_dtype = engine.autocast_dtype(device, args.amp)
-    recipe = {**PRESET_DEFAULTS[args.preset], **{k: v for k, v in (("lr", args.lr),) if v is not None}}
+def recipe_of(args) -> dict:
+    """The optimiser recipe: the preset's, with --lr and the regression weight applied."""
+    recipe = {**PRESET_DEFAULTS[args.preset], **({"lr": args.lr} if args.lr is not None else {})}
     if args.preset == "default":
         recipe["regression_weight"] = args.regression_weight
-    run_dir = Path(args.run_dir)
-    state_path, log = run_dir / "last.pt", engine.EpochLog(run_dir / "log.jsonl")
-    input_size = args.input_size or int(round(args.image_size * STORED_RATIO))
+    return recipe
 
-    encoder_state, classifier_meta = None, {}
-    if args.encoder_init == "classifier":
-        if args.classifier is None:
-            raise flowers.DataError("--encoder-init classifier needs --classifier PATH (or pass --encoder-init none)")
-        classifier = engine.load_checkpoint(args.classifier)
-        if "fc.weight" not in classifier["model"]:
-            raise engine.CheckpointError(f"{args.classifier} is not a classifier checkpoint (no fc layer)")
-        encoder_state = {k: v.float() for k, v in classifier["model"].items()}
-        meta_keys = ("valid_top1", "valid_flowers_102way", "image_size", "eval_image_size", "epochs_trained")
-        classifier_meta = {k: classifier.get("meta", {}).get(k) for k in meta_keys}
-        classifier_meta["classes"] = int(encoder_state["fc.weight"].shape[0])
-        classifier_meta["sha256"] = engine.file_sha256(args.classifier)
 
-    paths, training_data = training_paths(args)
-    images = flowers.load_image_array(paths, int(round(args.image_size * STORED_RATIO)), args.cache_dir, desc="decoding train")
-    valid_sets = validation_sets(args)
+def encoder_start(args) -> tuple[dict | None, dict]:
+    """-> (the classifier's weights for the encoder or None, what the model card records about it)."""
+    if args.encoder_init != "classifier" or args.init:
+        return None, {}
+    if args.classifier is None:
+        raise datasets.DataError("--encoder-init classifier needs --classifier PATH (or pass --encoder-init none)")
+    classifier = engine.load_checkpoint(args.classifier)
+    if "fc.weight" not in classifier["model"]:
+        raise engine.CheckpointError(f"{args.classifier} is not a classifier checkpoint (no fc layer)")
+    state = {k: v.float() for k, v in classifier["model"].items()}
+    keys = ("valid_top1", "valid_flowers_102way", "image_size", "eval_image_size", "epochs_trained")
+    meta = {k: classifier.get("meta", {}).get(k) for k in keys}
+    meta.update(classes=int(state["fc.weight"].shape[0]), sha256=engine.file_sha256(args.classifier))
+    return state, meta
 
-    transform = v2.Compose(
-        [v2.RandomResizedCrop(args.image_size, scale=(0.4, 1.0), antialias=True), v2.RandomHorizontalFlip()]
-    )
-    loader, sampler = engine.train_loader(ImageArrayDataset(images, None, transform), args.batch_size, args.workers, args.seed)
 
+def build_model(args, encoder_state, images):
+    """-> (the colorizer, its model_kwargs): from the classifier's encoder, or warm-started from --init (a colorizer
+    checkpoint of the same preset); the default preset's class rebalancing comes from this run's images."""
     model_kwargs = {"temperature": args.temperature} if args.preset == "default" else {}
-    model = build_colorizer(args.preset, encoder_state, **model_kwargs)
+    if args.init:
+        model, init_meta = load_colorizer(args.init)
+        if init_meta["preset"] != args.preset:
+            raise engine.CheckpointError(f"--init {args.init} is a {init_meta['preset']} colorizer, not {args.preset}")
+        model_kwargs = dict(init_meta.get("model_kwargs", {}))
+    else:
+        model = build_colorizer(args.preset, encoder_state, **model_kwargs)
     if args.preset == "default":
         model_kwargs["num_bins"] = len(model.bins)
         model.bin_weights.copy_(class_rebalancing(images, model.bins, args.batch_size))
-    model = model.to(device, memory_format=torch.channels_last)
+    return model.train(), model_kwargs
 
+
+def make_optimizer(model, recipe, args, steps_per_epoch: int):
     if recipe["optimizer"] == "sgd":
         optimizer = torch.optim.SGD(
             model.parameters(), lr=recipe["lr"], momentum=0.9, nesterov=True, weight_decay=recipe["weight_decay"]
         )
     else:
         optimizer = torch.optim.AdamW(engine.param_groups(model, recipe["weight_decay"]), lr=recipe["lr"])
-    steps_per_epoch = max(1, len(loader))
     if recipe["schedule"] == "cosine":
         scheduler = engine.warmup_cosine(optimizer, args.epochs * steps_per_epoch, steps_per_epoch // 2 + 1)
     else:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    scaler = engine.make_grad_scaler(device, amp_dtype)
-    state = engine.resume_training_state(state_path, model, optimizer, scheduler, scaler) if args.resume else None
-    start_epoch = state["epoch"] + 1 if state is not None else 0
+    return optimizer, scheduler
 
-    ddp_model = engine.wrap_distributed(model, device)
-    meta = {
+
+def training_data(args):
+    """-> (uint8 image array of every set, one after another; the mixture loader; its sampler; description)."""
+    sets = training_sets(args)
+    size = int(round(args.image_size * STORED_RATIO))
+    arrays = [datasets.load_image_array(paths, size, args.cache_dir, desc=f"decoding {name}") for name, paths in sets]
+    images = datasets.ConcatImages(arrays)
+    transform = v2.Compose(
+        [v2.RandomResizedCrop(args.image_size, scale=(0.4, 1.0), antialias=True), v2.RandomHorizontalFlip()]
+    )
+    dataset = datasets.DamagedCrops(images, transform, args.damage)
+    sampler = datasets.MixtureSampler([len(a) for a in arrays], [args.mix.get(n, 1.0) for n, _ in sets], args.seed)
+    loader = DataLoader(dataset, batch_size=sampler.per_rank_batch(args.batch_size), sampler=sampler, drop_last=True,
+                        num_workers=args.workers, persistent_workers=args.workers > 0)
+    return images, loader, sampler, describe_mix(sets, args.mix)
+
+
+def training_meta(args, recipe, model_kwargs, amp_dtype, classifier_meta, description) -> dict:
+    """What the checkpoint records about how it was made (the model card's source)."""
+    domain = "general" if datasets.has_general(args.data) and args.sources != "flowers" else "flowers"
+    return {
         "preset": args.preset,
         "model_kwargs": model_kwargs,
         "version": VERSION,
-        "domain": "general" if flowers.has_general(args.data) and args.sources != "flowers" else "flowers",
-        "input_size": input_size,
-        "size_multiple": 32,
-        "training_data": training_data,
+        "domain": "custom" if args.images and not args.data else domain,
+        "input_size": args.input_size or int(round(args.image_size * STORED_RATIO)),
+        "training_data": description,
         "train_image_size": args.image_size,
-        "encoder_init": args.encoder_init,
+        "encoder_init": str(args.init) if args.init else args.encoder_init,
         "classifier": classifier_meta,
-        "recipe": {**recipe, "batch_size": args.batch_size, "epochs": args.epochs, "amp": str(amp_dtype)},
+        "damage": args.damage,
+        "recipe": {**recipe, "batch_size": args.batch_size, "epochs": args.epochs, "amp": str(amp_dtype),
+                   "mix": args.mix},
         "l_center": L_CENTER,
         "l_scale": L_SCALE,
         "ab_scale": AB_SCALE,
     }
-    if args.images:
-        meta["domain"] = "custom"
+
+
+def validate(model, meta, valid_sets, device) -> dict:
+    """Per-epoch valid figures on the runtime's image path, clean and (for the everyday sets) damaged."""
+    record = {}
+    predict_ab, info = evaluation.torch_predictor(model, device), model.info(meta)
+    for name, paths, groups, size in valid_sets:
+        for damaged in (False, True):
+            result = evaluation.evaluate_colorizer(predict_ab, info, paths, groups, size, progress=False,
+                                                   damage=damaged)
+            prefix = f"valid_{name}_damaged" if damaged else f"valid_{name}"
+            record.update({f"{prefix}_{k}": result[k] for k in ("psnr", "colorfulness_ratio", "auc", "false_colour")})
+            record[f"{prefix}_gray_psnr"] = result["gray"]["psnr"]
+    model.train().to(memory_format=torch.channels_last)
+    return record
+
+
+def fit(args):
+    device = engine.setup_device(args.device)
+    engine.seed_everything(args.seed)
+    amp_dtype = engine.autocast_dtype(device, args.amp)
+    recipe = recipe_of(args)
+    run_dir = Path(args.run_dir)
+    state_path, log = run_dir / "last.pt", engine.EpochLog(run_dir / "log.jsonl")
+    encoder_state, classifier_meta = encoder_start(args)
+    images, loader, sampler, description = training_data(args)
+    valid_sets = validation_sets(args)
+    model, model_kwargs = build_model(args, encoder_state, images)
+    model = model.to(device, memory_format=torch.channels_last)
+    optimizer, scheduler = make_optimizer(model, recipe, args, max(1, len(loader)))
+    scaler = engine.make_grad_scaler(device, amp_dtype)
+    state = engine.resume_training_state(state_path, model, optimizer, scheduler, scaler) if args.resume else None
+    start_epoch = state["epoch"] + 1 if state is not None else 0
+    ddp_model = engine.wrap_distributed(model, device)
+    meta = training_meta(args, recipe, model_kwargs, amp_dtype, classifier_meta, description)
 
     def batch_loss(net, batch):
-        inputs, true_ab = lab_batch(batch[0], device)
+        inputs, true_ab = lab_batch(batch, device)
         loss, parts = compute_loss(net, args.preset, inputs, true_ab, args.regression_weight)
         return loss, inputs.shape[0], {k: v * inputs.shape[0] for k, v in parts.items()}
 
@@ -183,15 +256,8 @@ def fit(args):
         record = engine.train_one_epoch(ddp_model, loader, batch_loss, optimizer, scheduler, scaler, device,
                                         amp_dtype, epoch, args.epochs, sampler)
         if engine.is_main_process():
-            record = {"epoch": epoch + 1, **record, "lr": optimizer.param_groups[0]["lr"]}
-            if valid_sets:
-                predict_ab, info = evaluation.torch_predictor(model, device), model.info(meta)
-                for name, paths, groups, size in valid_sets:
-                    result = evaluation.evaluate_colorizer(predict_ab, info, paths, groups, size, progress=False)
-                    record.update({f"valid_{name}_{k}": result[k] for k in ("psnr", "colorfulness_ratio", "auc")})
-                    record[f"valid_{name}_gray_psnr"] = result["gray"]["psnr"]
-                model.to(memory_format=torch.channels_last)
-            record["seconds"] = round(timer.seconds(), 1)
+            record = {"epoch": epoch + 1, **record, "lr": optimizer.param_groups[0]["lr"],
+                      **validate(model, meta, valid_sets, device), "seconds": round(timer.seconds(), 1)}
             log.append(record)
             print(json.dumps(record), file=sys.stderr)
             meta.update(epochs_trained=epoch + 1, valid=record)
@@ -203,12 +269,15 @@ def fit(args):
     engine.cleanup_distributed()
 
 
-def class_rebalancing(images, bins, batch_size) -> torch.Tensor:
-    """Rebalancing weights from the ab distribution of the training images (at 1/4 resolution, like the logits)."""
+def class_rebalancing(images, bins, batch_size, most: int = 8000) -> torch.Tensor:
+    """Rebalancing weights from the ab distribution of the training images (at 1/4 resolution, like the logits),
+    from at most `most` of them, evenly spaced."""
+    chosen = np.linspace(0, len(images) - 1, min(most, len(images))).round().astype(int)
 
     def ab_batches():
-        for start in tqdm(range(0, len(images), batch_size * 4), desc="colour prior", leave=False):
-            batch = torch.from_numpy(np.array(images[start : start + batch_size * 4])).permute(0, 3, 1, 2)
+        for start in tqdm(range(0, len(chosen), batch_size * 4), desc="colour prior", leave=False):
+            batch = np.stack([images[i] for i in chosen[start : start + batch_size * 4]])
+            batch = torch.from_numpy(batch).permute(0, 3, 1, 2)
             ab = uint8_rgb_to_lab(batch)[:, 1:]
             yield torch.nn.functional.avg_pool2d(ab, 4)
 
@@ -231,26 +300,38 @@ def load_predictor(path, device, temperature=None, onnx: bool | None = None, inp
     return evaluation.torch_predictor(model, device), info, meta["preset"]
 
 
+def evaluation_sets(args) -> list[str]:
+    """--sets, or every set the given folders hold; DataError for a set that is unknown or not given."""
+    given = evaluation.available_sets(args.data, args.photos)
+    names = args.sets if args.sets is not None else given
+    unknown = [name for name in names if name not in evaluation.SETS]
+    if unknown or not names:
+        raise datasets.DataError(f"unknown --sets {','.join(unknown)!r}; choose from {', '.join(evaluation.SETS)}")
+    missing = [name for name in names if name not in given]
+    if missing:
+        raise datasets.DataError(f"--sets {','.join(missing)}: not under {args.data} (general needs general/index.csv "
+                                 "there, photos needs --photos DIR)")
+    return names
+
+
 def evaluate(args):
-    unknown = [name for name in args.sets if name not in evaluation.SETS]
-    if unknown or not args.sets:
-        raise flowers.DataError(f"unknown --sets {','.join(unknown)!r}; choose from {', '.join(evaluation.SETS)}")
+    names = evaluation_sets(args)
     if args.grid and args.grid.exists() and not args.overwrite:  # before the work, not after it
-        raise flowers.DataError(f"{args.grid} exists; pass --overwrite to replace it")
+        raise datasets.DataError(f"{args.grid} exists; pass --overwrite to replace it")
     device = engine.setup_device(args.device)
     predict_ab, info, label = load_predictor(args.checkpoint or args.onnx, device, args.temperature,
                                              onnx=args.onnx is not None, input_size=args.input_size)
     results = {"model": str(args.checkpoint or args.onnx), "preset": label, "subset": args.subset}
     grid_rows = []
-    for name in args.sets:
-        if name == "general" and not flowers.has_general(args.data):
-            raise flowers.DataError(f"no general/index.csv under {args.data} (or pass --sets flowers)")
-        paths, groups, size = evaluation.subset_images(args.data, name, args.subset, args.split, args.limit)
+    for name in names:
+        paths, groups, size = evaluation.subset_images(args.data, name, args.subset, args.split, args.limit,
+                                                       photos=args.photos)
         keep = args.grid_images if args.grid else 0
-        result = evaluation.evaluate_colorizer(predict_ab, info, paths, groups, size, keep=keep)
+        result = evaluation.evaluate_colorizer(predict_ab, info, paths, groups, size, keep=keep, damage=args.damage)
         grid_rows += result.pop("pairs", [])
         results[name] = result
-        title = f"{name} {args.subset} ({result['images']} images, {size or 'own'} px)"
+        protocol = ", damaged old-print protocol" if args.damage else ""
+        title = f"{name} {args.subset} ({result['images']} images, {size or 'own'} px{protocol})"
         print(f"{title}\n{evaluation.format_table(result, label)}\n", file=sys.stderr if args.json else sys.stdout)
     if args.grid:
         write_comparison_grid(args, grid_rows, label, device)
@@ -265,8 +346,9 @@ def tune(args):
     device = engine.setup_device(args.device)
     checkpoint = engine.load_checkpoint(args.checkpoint)
     model, meta = load_colorizer(args.checkpoint)
-    names = [n for n in evaluation.SETS if n == "flowers" or flowers.has_general(args.data)]
-    sets = [(n, *evaluation.subset_images(args.data, n, "valid", args.split, limit=args.limit)) for n in names]
+    names = evaluation.available_sets(args.data, args.photos)
+    sets = [(n, *evaluation.subset_images(args.data, n, "valid", args.split, limit=args.limit, photos=args.photos))
+            for n in names]
     temperatures = args.temperatures if model.has_temperature else [None]
     predict_ab = evaluation.torch_predictor(model, device)
     table = []
@@ -297,7 +379,7 @@ def tune(args):
 def write_comparison_grid(args, pairs, label, device):
     """gray input | --grid-with model | this model | ground truth, one row per kept image."""
     if args.grid.exists() and not args.overwrite:
-        raise flowers.DataError(f"{args.grid} exists; pass --overwrite to replace it")
+        raise datasets.DataError(f"{args.grid} exists; pass --overwrite to replace it")
     truths = [truth for truth, _ in pairs]
     columns = [("gray input", [contract.gray_baseline(t) for t in truths])]
     if args.grid_with:
@@ -315,7 +397,7 @@ def get_args_parser():
     def common(p):
         p.add_argument("--split", default="seed", choices=["seed", "official"])
         p.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
-        p.add_argument("--cache-dir", type=Path, default=flowers.default_cache_dir(), help="decoded-image cache")
+        p.add_argument("--cache-dir", type=Path, default=datasets.default_cache_dir(), help="decoded-image cache")
         p.add_argument("--limit", type=int, default=None, help="use only this many images (smoke tests)")
 
     f = sub.add_parser("fit", help="train a colorizer (or --resume)")
@@ -324,7 +406,18 @@ def get_args_parser():
                    "their train subsets)")
     f.add_argument("--sources", default="all", choices=["all", "flowers", "general"],
                    help="with --data: which sets to train on (all: both, each once per epoch)")
-    f.add_argument("--images", type=Path, help="any folder of photos, recursive, no labels (your own domain)")
+    f.add_argument("--photos", type=Path, help="staged everyday photos (index.csv + jpg/, ../shared/tools/"
+                   "stage_photos.py): their train split joins the mix")
+    f.add_argument("--images", type=Path, help="any folder of photos, recursive, no labels (your own domain); joins "
+                   "the mix as the set 'images'")
+    f.add_argument("--mix", type=parse_mix, default={}, metavar="SET=PASSES,...",
+                   help="passes per epoch of each set (flowers, general, photos, images; default 1 each), e.g. "
+                        "flowers=0.5,general=1,photos=1")
+    f.add_argument("--damage", type=float, default=0.0, metavar="P",
+                   help="share of crops the network sees as damaged old prints (train.degrade); the target stays "
+                        "the clean colour (0.4's recipe: 0.5)")
+    f.add_argument("--init", type=Path, help="warm start from a colorizer checkpoint of the same preset (its "
+                   "weights; the schedule starts afresh)")
     f.add_argument("--classifier", type=Path, help="classifier checkpoint whose encoder initialises the colorizer")
     f.add_argument("--preset", default="default", choices=sorted(PRESET_DEFAULTS))
     f.add_argument("--encoder-init", default="classifier", choices=["classifier", "none"])
@@ -351,9 +444,13 @@ def get_args_parser():
     source.add_argument("--checkpoint", type=Path)
     source.add_argument("--onnx", type=Path)
     e.add_argument("--data", type=Path, required=True, help="data root: the folder that holds flowers-102/ and general/")
-    e.add_argument("--subset", default="test", choices=list(flowers.SUBSETS))
-    e.add_argument("--sets", type=lambda s: s.split(","), default=list(evaluation.SETS),
-                   help="comma-separated: flowers (scored at 256x256), general (at its own 144 px); default both")
+    e.add_argument("--subset", default="test", choices=list(datasets.SUBSETS))
+    e.add_argument("--photos", type=Path, help="staged everyday photos (index.csv + jpg/): the set 'photos'")
+    e.add_argument("--sets", type=lambda s: s.split(","), default=None,
+                   help="comma-separated: flowers (scored at 256x256), general (at its own 144 px), photos (at their "
+                        "own 192 px, needs --photos); default: all that are given")
+    e.add_argument("--damage", action="store_true", help="the old-print protocol: the model sees damaged L* "
+                   "(train.degrade, a fixed seed per file), colour is judged with the clean L*")
     e.add_argument("--overwrite", action="store_true", help="let --grid replace an existing file")
     e.add_argument("--input-size", type=int, default=None, help="model input size (default: the model's own)")
     e.add_argument("--temperature", type=float, default=None, help="override the annealed-mean temperature")
@@ -367,6 +464,7 @@ def get_args_parser():
     common(t)
     t.add_argument("--checkpoint", type=Path, required=True)
     t.add_argument("--data", type=Path, required=True, help="data root (flowers-102/ and, if there, general/)")
+    t.add_argument("--photos", type=Path, help="staged everyday photos (index.csv + jpg/): tuned on as well")
     t.add_argument("--input-sizes", type=lambda s: [int(v) for v in s.split(",")], default=[128, 160, 224])
     t.add_argument("--temperatures", type=lambda s: [float(v) for v in s.split(",")], default=[0.38])
     t.add_argument("--min-colorfulness", type=float, default=0.6,

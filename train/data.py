@@ -13,10 +13,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageOps
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 from tqdm import tqdm
 
+from runtime import color
 from runtime.fileio import write_atomic
+from train import degrade
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 PACKAGED_SEED_SPLIT = Path(__file__).with_name("seed_split.csv")
@@ -61,9 +63,22 @@ def general_dir(data_root) -> Path:
 def general_subset(data_root, subset: str, sources=None, limit: int | None = None):
     """-> (image paths, source of each, label of each) for one subset of the general set's fixed split,
     in index order; sources=None keeps every source."""
+    return indexed_subset(general_dir(data_root), subset, sources, limit)
+
+
+def photos_dir(folder) -> Path:
+    """A staged photo folder (../shared/tools/stage_photos.py OUT): index.csv + jpg/, the general set's layout."""
+    folder = Path(folder).expanduser()
+    if not ((folder / "index.csv").is_file() and (folder / "jpg").is_dir()):
+        raise DataError(f"no index.csv and jpg/ in {folder} (pass the folder stage_photos.py wrote)")
+    return folder
+
+
+def indexed_subset(folder: Path, subset: str, sources=None, limit: int | None = None):
+    """-> (image paths, source of each, label of each) for one subset of a folder with index.csv (image, source,
+    label, split) and jpg/: the general set and staged photos alike."""
     if subset not in SUBSETS:
         raise DataError(f"unknown subset {subset!r}; choose from {', '.join(SUBSETS)}")
-    folder = general_dir(data_root)
     with open(folder / "index.csv", newline="") as f:
         rows = [r for r in csv.DictReader(f) if r["split"] == subset and (sources is None or r["source"] in sources)]
     if limit:
@@ -71,7 +86,7 @@ def general_subset(data_root, subset: str, sources=None, limit: int | None = Non
     paths = [folder / "jpg" / r["image"] for r in rows]
     missing = [p for p in paths if not p.is_file()]
     if missing:
-        raise DataError(f"{len(missing)} of {len(paths)} general {subset} images are missing (first: {missing[0]})")
+        raise DataError(f"{len(missing)} of {len(paths)} {subset} images in {folder} are missing (first: {missing[0]})")
     return paths, [r["source"] for r in rows], [r["label"] for r in rows]
 
 
@@ -221,3 +236,73 @@ class ImageArrayDataset(Dataset):
     def __getitem__(self, i):
         image = torch.from_numpy(np.array(self.images[i])).permute(2, 0, 1)
         return self.transform(image), (self.labels[i] if self.labels is not None else 0)
+
+
+class ConcatImages:
+    """Several uint8 [N, S, S, 3] arrays (memory-mapped caches) indexed as one, without copying them together."""
+
+    def __init__(self, arrays):
+        self.arrays = list(arrays)
+        self.offsets = np.cumsum([0] + [len(a) for a in self.arrays])
+
+    def __len__(self):
+        return int(self.offsets[-1])
+
+    def __getitem__(self, i):
+        which = int(np.searchsorted(self.offsets, i, side="right")) - 1
+        return self.arrays[which][i - self.offsets[which]]
+
+
+class DamagedCrops(Dataset):
+    """Images -> (uint8 RGB CHW crop after the transform, damaged L* [1,H,W] float32): with probability damage the
+    crop's L* as an old print would show it (train.degrade), else NaN, meaning "use the clean L*"."""
+
+    def __init__(self, images, transform, damage: float):
+        self.images, self.transform, self.damage = images, transform, damage
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        crop = self.transform(torch.from_numpy(np.array(self.images[i])).permute(2, 0, 1))
+        lightness = torch.full((1, *crop.shape[-2:]), float("nan"))
+        # torch's generator, which the DataLoader seeds per worker and epoch, so a run is reproducible
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,))))
+        if rng.random() < self.damage:
+            clean = color.lightness(np.ascontiguousarray(crop.permute(1, 2, 0).numpy()[..., ::-1]))
+            lightness[0] = torch.from_numpy(degrade.damaged_lightness(clean, rng))
+        return crop, lightness
+
+
+class MixtureSampler(Sampler):
+    """An epoch of a mixture of sets laid end to end in one dataset (ConcatImages): `passes` per set (0.5: a random
+    half of it, 2: every image twice), shuffled together; under torchrun each process takes its share."""
+
+    def __init__(self, sizes, passes, seed: int = 0):
+        self.sizes, self.passes, self.seed, self.epoch = list(sizes), list(passes), seed, 0
+        ready = torch.distributed.is_available() and torch.distributed.is_initialized()
+        self.rank, self.world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if ready else (0, 1)
+        total = sum(int(round(p * n)) for p, n in zip(self.passes, self.sizes))
+        if total < self.world:
+            raise DataError("the training mix is empty (every --mix weight is 0 or every set is empty)")
+        self.per_rank = total // self.world
+
+    def per_rank_batch(self, batch_size: int) -> int:
+        return max(1, batch_size // self.world)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self):
+        return self.per_rank
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        parts, offset = [], 0
+        for size, passes in zip(self.sizes, self.passes):
+            whole, extra = int(passes), int(round((passes - int(passes)) * size))
+            parts += [torch.randperm(size, generator=generator) + offset for _ in range(whole)]
+            parts.append(torch.randperm(size, generator=generator)[:extra] + offset)
+            offset += size
+        order = torch.cat(parts)[torch.randperm(sum(len(p) for p in parts), generator=generator)]
+        return iter(order[: self.per_rank * self.world][self.rank :: self.world].tolist())

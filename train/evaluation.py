@@ -16,12 +16,13 @@ import numpy as np
 from skimage.color import rgb2lab
 from tqdm import tqdm
 
-from runtime import contract
+from runtime import color, contract
 from runtime.fileio import write_bytes_atomic
 from train import data as datasets
-from train import metrics
+from train import degrade, metrics
 
-SETS = ("flowers", "general")
+SETS = ("flowers", "general", "photos")
+FALSE_COLOUR_MARGIN = 20.0  # ab units: chroma above the truth's by more than this, and ab error above it
 FLOWERS_SIZE = 256  # Flowers-102 photos are scored at 256 x 256, the seed project's protocol
 
 
@@ -48,12 +49,20 @@ def load_bgr(path, size: int | None = None) -> np.ndarray:
     return bgr
 
 
-def subset_images(data_root, which: str, subset: str, split: str = "seed", limit: int | None = None):
-    """-> (paths, group of each path, size to score at) for one data set's subset."""
+def available_sets(data_root, photos=None) -> list[str]:
+    """The sets the given folders hold: flowers (always, under the data root), general, photos (--photos)."""
+    return ["flowers"] + (["general"] if datasets.has_general(data_root) else []) + (["photos"] if photos else [])
+
+
+def subset_images(data_root, which: str, subset: str, split: str = "seed", limit: int | None = None, photos=None):
+    """-> (paths, group of each path, size to score at) for one data set's subset (photos: the staged folder)."""
     if which == "flowers":
         paths, _ = datasets.flowers_subset(data_root, subset, split, limit=limit)
         return paths, ["flowers"] * len(paths), FLOWERS_SIZE
-    paths, sources, _ = datasets.general_subset(data_root, subset, limit=limit)
+    if which == "photos":
+        paths, sources, _ = datasets.indexed_subset(datasets.photos_dir(photos), subset, limit=limit)
+    else:
+        paths, sources, _ = datasets.general_subset(data_root, subset, limit=limit)
     return paths, sources, None
 
 
@@ -61,11 +70,11 @@ def _scores(truth_bgr: np.ndarray, output_bgr: np.ndarray, true_ab: np.ndarray):
     truth, output = truth_bgr[..., ::-1], output_bgr[..., ::-1]
     ab = rgb2lab(output)[..., 1:]
     return (metrics.psnr(output, truth), metrics.ssim(output, truth), metrics.colorfulness(output),
-            metrics.ab_accuracy_curve(ab, true_ab))
+            metrics.ab_accuracy_curve(ab, true_ab), metrics.false_colour(ab, true_ab, FALSE_COLOUR_MARGIN))
 
 
 def _summary(rows: list, curves: list) -> dict:
-    psnr, ssim, colour, colour_truth, psnr_gray, ssim_gray = np.mean(rows, axis=0)
+    psnr, ssim, colour, colour_truth, psnr_gray, ssim_gray, false_colour = np.mean(rows, axis=0)
     model_curve, gray_curve = np.mean([c[0] for c in curves], axis=0), np.mean([c[1] for c in curves], axis=0)
     return {
         "images": len(rows),
@@ -75,36 +84,53 @@ def _summary(rows: list, curves: list) -> dict:
         "colorfulness_truth": float(colour_truth),
         "colorfulness_ratio": float(colour / colour_truth) if colour_truth > 0 else 0.0,
         "auc": metrics.auc(model_curve),
+        "false_colour": float(false_colour),
         "gray": {"psnr": float(psnr_gray), "ssim": float(ssim_gray), "colorfulness": 0.0, "colorfulness_ratio": 0.0,
-                 "auc": metrics.auc(gray_curve)},
+                 "auc": metrics.auc(gray_curve), "false_colour": 0.0},
     }
 
 
+def colorize_damaged(predict_ab, truth: np.ndarray, info: contract.ModelInfo, name: str) -> np.ndarray:
+    """The old-print protocol: the model sees the photo as a damaged print (train.degrade, fixed by the file's
+    name), and its ab is merged with the clean photo's L*, so only the colour is judged."""
+    clean = color.lightness(truth)
+    damaged = degrade.damage_gray(degrade.gray_from_lightness(clean), degrade.file_rng(name))
+    lightness = contract.model_input(damaged, info)
+    return contract.merge(clean, np.asarray(predict_ab(lightness))[0])
+
+
+def _score_one(predict_ab, info, path, size, damage: bool):
+    """-> (score row, (model curve, gray curve), truth, output) for one photo."""
+    truth = load_bgr(path, size)
+    true_ab = rgb2lab(truth[..., ::-1])[..., 1:]
+    if damage:
+        output = colorize_damaged(predict_ab, truth, info, Path(path).name)
+    else:
+        output = contract.colorize(predict_ab, truth, info)
+    psnr, ssim, colour, curve, false_colour = _scores(truth, output, true_ab)
+    psnr_gray, ssim_gray, _, curve_gray, _ = _scores(truth, contract.gray_baseline(truth), true_ab)
+    row = (psnr, ssim, colour, metrics.colorfulness(truth[..., ::-1]), psnr_gray, ssim_gray, false_colour)
+    return row, (curve, curve_gray), truth, output
+
+
 def evaluate_colorizer(predict_ab, info: contract.ModelInfo, image_paths, groups=None, size: int | None = None,
-                       progress: bool = True, keep: int = 0) -> dict:
-    """Means over the images of PSNR, SSIM, colourfulness and AuC for the model and the gray baseline, through
-    contract.colorize. groups (one name per image) adds a per-group breakdown; keep > 0 also returns that many
-    evenly spaced (truth, output) BGR pairs for a picture."""
+                       progress: bool = True, keep: int = 0, damage: bool = False) -> dict:
+    """Means over the images of PSNR, SSIM, colourfulness, AuC and false colour for the model and the gray baseline,
+    through contract.colorize (damage: the old-print protocol, colorize_damaged). groups (one name per image) adds
+    a per-group breakdown; keep > 0 also returns that many evenly spaced (truth, output) BGR pairs for a picture."""
     groups = groups or ["all"] * len(image_paths)
-    rows, curves, by_group, kept = [], [], {}, []
+    by_group, kept = {}, []
     keep_at = set(np.linspace(0, len(image_paths) - 1, keep).round().astype(int).tolist()) if keep else set()
     for i, path in enumerate(tqdm(image_paths, desc="evaluate", unit="img", disable=not progress, leave=False)):
-        truth = load_bgr(path, size)
-        true_ab = rgb2lab(truth[..., ::-1])[..., 1:]
-        output = contract.colorize(predict_ab, truth, info)
-        psnr, ssim, colour, curve = _scores(truth, output, true_ab)
-        gray = contract.gray_baseline(truth)
-        psnr_gray, ssim_gray, _, curve_gray = _scores(truth, gray, true_ab)
-        row = (psnr, ssim, colour, metrics.colorfulness(truth[..., ::-1]), psnr_gray, ssim_gray)
-        rows.append(row)
-        curves.append((curve, curve_gray))
+        row, curves, truth, output = _score_one(predict_ab, info, path, size, damage)
         group = by_group.setdefault(groups[i], ([], []))
         group[0].append(row)
-        group[1].append((curve, curve_gray))
+        group[1].append(curves)
         if i in keep_at:
             kept.append((truth, output))
-    result = _summary(rows, curves)
-    result.update(size=size, input_size=info.input_size)
+    everything = [sum((parts[k] for parts in by_group.values()), []) for k in (0, 1)]
+    result = _summary(*everything)
+    result.update(size=size, input_size=info.input_size, damaged=damage)
     if len(by_group) > 1:
         result["per_source"] = {name: _summary(*parts) for name, parts in sorted(by_group.items())}
     if keep:
@@ -138,17 +164,18 @@ def format_table(result: dict, name: str = "model") -> str:
     """One table: the model, the gray baseline, the truth's colourfulness; then one row per source, if any."""
     g = result["gray"]
     lines = [
-        f"{'':16s} {'PSNR':>7s} {'SSIM':>7s} {'colour':>7s} {'ratio':>6s} {'AuC':>6s}",
+        f"{'':16s} {'PSNR':>7s} {'SSIM':>7s} {'colour':>7s} {'ratio':>6s} {'AuC':>6s} {'false %':>7s}",
         f"{name[:16]:16s} {result['psnr']:7.2f} {result['ssim']:7.4f} {result['colorfulness']:7.2f} "
-        f"{result['colorfulness_ratio']:6.3f} {result['auc']:6.4f}",
-        f"{'gray':16s} {g['psnr']:7.2f} {g['ssim']:7.4f} {0.0:7.2f} {0.0:6.3f} {g['auc']:6.4f}",
+        f"{result['colorfulness_ratio']:6.3f} {result['auc']:6.4f} {100 * result['false_colour']:7.2f}",
+        f"{'gray':16s} {g['psnr']:7.2f} {g['ssim']:7.4f} {0.0:7.2f} {0.0:6.3f} {g['auc']:6.4f} {0.0:7.2f}",
         f"{'truth':16s} {'':7s} {'':7s} {result['colorfulness_truth']:7.2f} {1.0:6.3f}",
     ]
     if result.get("per_source"):
-        lines.append(f"{'per source':16s} {'PSNR':>7s} {'gray':>7s} {'ratio':>7s} {'AuC':>6s} {'gray':>6s} images")
+        lines.append(f"{'per source':16s} {'PSNR':>7s} {'gray':>7s} {'ratio':>7s} {'AuC':>6s} {'gray':>6s} "
+                     f"{'false %':>7s} images")
         for source, r in result["per_source"].items():
             lines.append(f"{source[:16]:16s} {r['psnr']:7.2f} {r['gray']['psnr']:7.2f} {r['colorfulness_ratio']:7.3f} "
-                         f"{r['auc']:6.4f} {r['gray']['auc']:6.4f} {r['images']}")
+                         f"{r['auc']:6.4f} {r['gray']['auc']:6.4f} {100 * r['false_colour']:7.2f} {r['images']}")
     return "\n".join(lines)
 
 

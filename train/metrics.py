@@ -1,5 +1,6 @@
 """Colorization metrics on numpy arrays: PSNR and SSIM on 8-bit RGB, Hasler-Suesstrunk colourfulness,
-and the raw-accuracy AuC of Zhang et al. (share of pixels whose ab error is within t, t = 0..150)."""
+the raw-accuracy AuC of Zhang et al. (share of pixels whose ab error is within t, t = 0..150) and the share of
+pixels in a confident wrong colour (false colour)."""
 
 import numpy as np
 from skimage.metrics import structural_similarity
@@ -39,3 +40,12 @@ def ab_accuracy_curve(pred_ab: np.ndarray, true_ab: np.ndarray) -> np.ndarray:
 def auc(curve: np.ndarray) -> float:
     """Normalised area under the accuracy-vs-threshold curve, in [0, 1]."""
     return float(np.trapezoid(curve, AUC_THRESHOLDS) / AUC_THRESHOLDS[-1])
+
+
+def false_colour(pred_ab: np.ndarray, true_ab: np.ndarray, margin: float = 20.0) -> float:
+    """Share of pixels painted with a confident wrong colour: predicted chroma above the truth's by more than margin
+    and ab error above margin ([H, W, 2] each). Gray (a = b = 0) scores 0 by construction."""
+    pred, true = pred_ab.astype(np.float64), true_ab.astype(np.float64)
+    too_vivid = np.hypot(pred[..., 0], pred[..., 1]) > np.hypot(true[..., 0], true[..., 1]) + margin
+    wrong = np.hypot(*(pred - true).transpose(2, 0, 1)) > margin
+    return float(np.mean(too_vivid & wrong))
