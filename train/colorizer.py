@@ -19,6 +19,7 @@ import json
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from torchvision.transforms import v2
@@ -377,15 +378,22 @@ def tune(args):
 
 
 def write_comparison_grid(args, pairs, label, device):
-    """gray input | --grid-with model | this model | ground truth, one row per kept image."""
+    """gray input | --grid-with model | this model | ground truth, one row per kept image; with --damage the input
+    is the damaged print both models saw."""
     if args.grid.exists() and not args.overwrite:
         raise datasets.DataError(f"{args.grid} exists; pass --overwrite to replace it")
-    truths = [truth for truth, _ in pairs]
-    columns = [("gray input", [contract.gray_baseline(t) for t in truths])]
+    names, truths = [name for name, _, _ in pairs], [truth for _, truth, _ in pairs]
+    if args.damage:
+        prints = [cv2.cvtColor(evaluation.damaged_print(t, n), cv2.COLOR_GRAY2BGR) for n, t in zip(names, truths)]
+        columns = [("damaged print", prints)]
+    else:
+        columns = [("gray input", [contract.gray_baseline(t) for t in truths])]
     if args.grid_with:
         other, other_info, other_label = load_predictor(args.grid_with, device)
-        columns.append((other_label, [contract.colorize(other, t, other_info) for t in truths]))
-    columns += [(label, [output for _, output in pairs]), ("ground truth", truths)]
+        colorize_other = ((lambda t, n: evaluation.colorize_damaged(other, t, other_info, n)) if args.damage
+                          else (lambda t, n: contract.colorize(other, t, other_info)))
+        columns.append((other_label, [colorize_other(t, n) for n, t in zip(names, truths)]))
+    columns += [(label, [output for _, _, output in pairs]), ("ground truth", truths)]
     evaluation.write_grid(args.grid, columns)
     print(f"grid written to {args.grid}", file=sys.stderr)
 

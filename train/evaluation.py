@@ -90,11 +90,17 @@ def _summary(rows: list, curves: list) -> dict:
     }
 
 
+def damaged_print(truth: np.ndarray, name: str) -> np.ndarray:
+    """The photo as the old-print protocol shows it to a model: uint8 gray, damaged by train.degrade with a
+    generator fixed by the file's name."""
+    return degrade.damage_gray(degrade.gray_from_lightness(color.lightness(truth)), degrade.file_rng(name))
+
+
 def colorize_damaged(predict_ab, truth: np.ndarray, info: contract.ModelInfo, name: str) -> np.ndarray:
-    """The old-print protocol: the model sees the photo as a damaged print (train.degrade, fixed by the file's
-    name), and its ab is merged with the clean photo's L*, so only the colour is judged."""
+    """The old-print protocol: the model sees the photo as a damaged print (damaged_print), and its ab is merged
+    with the clean photo's L*, so only the colour is judged."""
     clean = color.lightness(truth)
-    damaged = degrade.damage_gray(degrade.gray_from_lightness(clean), degrade.file_rng(name))
+    damaged = damaged_print(truth, name)
     lightness = contract.model_input(damaged, info)
     return contract.merge(clean, np.asarray(predict_ab(lightness))[0])
 
@@ -117,7 +123,7 @@ def evaluate_colorizer(predict_ab, info: contract.ModelInfo, image_paths, groups
                        progress: bool = True, keep: int = 0, damage: bool = False) -> dict:
     """Means over the images of PSNR, SSIM, colourfulness, AuC and false colour for the model and the gray baseline,
     through contract.colorize (damage: the old-print protocol, colorize_damaged). groups (one name per image) adds
-    a per-group breakdown; keep > 0 also returns that many evenly spaced (truth, output) BGR pairs for a picture."""
+    a per-group breakdown; keep > 0 also returns that many evenly spaced (name, truth, output) rows for a picture."""
     groups = groups or ["all"] * len(image_paths)
     by_group, kept = {}, []
     keep_at = set(np.linspace(0, len(image_paths) - 1, keep).round().astype(int).tolist()) if keep else set()
@@ -127,7 +133,7 @@ def evaluate_colorizer(predict_ab, info: contract.ModelInfo, image_paths, groups
         group[0].append(row)
         group[1].append(curves)
         if i in keep_at:
-            kept.append((truth, output))
+            kept.append((Path(path).name, truth, output))
     everything = [sum((parts[k] for parts in by_group.values()), []) for k in (0, 1)]
     result = _summary(*everything)
     result.update(size=size, input_size=info.input_size, damaged=damage)
