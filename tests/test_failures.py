@@ -2,7 +2,7 @@
 python -m runtime.colorize and python -m runtime.webcam. Each row builds tiny fixtures, runs the command (in this
 process, or in a subprocess where the point is what reaches the terminal, a file size limit or a signal) and states
 the exit code, the lines that must appear and the files that must (not) be there. Every row also checks that no
-traceback is printed and that no temp file (`.NAME.partial-PID-XXXX.EXT`) is left anywhere."""
+traceback is printed and that no temp file (`.NAME.flowercolor-partial-PID-XXXX.EXT`) is left anywhere."""
 
 import os
 import re
@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import pytest
 
-from runtime import colorize, webcam
+from runtime import colorize, fileio, inputs, webcam
 from runtime.model import ModelError
 from tests.onnx_fixtures import make_tiny_colorizer
 
@@ -97,7 +97,7 @@ def interrupted_run(ctx: Ctx, module: str, *args, watch: Path, signum: int, min_
     reader.start()
 
     def ready() -> bool:
-        if not any(watch.parent.glob(f".{watch.stem}.partial-*")):
+        if not any(watch.parent.glob(f".{watch.stem}.flowercolor-partial-*")):
             return False
         done = [int(n) for n in re.findall(r"(\d+)/\d+ \[", "".join(err[-400:]))]
         return max(done, default=0) >= min_frames
@@ -118,7 +118,7 @@ def interrupted_run(ctx: Ctx, module: str, *args, watch: Path, signum: int, min_
 
 
 def partials(folder: Path) -> list[Path]:
-    return [p for p in folder.rglob("*") if ".partial-" in p.name] if folder.exists() else []
+    return [p for p in folder.rglob("*") if fileio.PARTIAL_MARK in p.name] if folder.exists() else []
 
 
 # ---------------------------------------------------------------- fixtures
@@ -318,7 +318,7 @@ def loop_glob(ctx):
 
 
 def scan_limit(ctx):
-    ctx.monkeypatch.setattr(colorize, "MAX_SCAN_ENTRIES", 50)
+    ctx.monkeypatch.setattr(inputs, "MAX_SCAN_ENTRIES", 50)
     folder = ctx.tmp / "many"
     folder.mkdir()
     cv2.imwrite(str(folder / "a.png"), picture())
@@ -499,14 +499,12 @@ def test_failure(row, tmp_path, monkeypatch, capfd, shared):
 # ---------------------------------------------------------------- runtime.fileio, the one home of the above
 
 def test_atomic_writes_and_error_lines(tmp_path, capsys):
-    from runtime import fileio
-
     target = tmp_path / "sub" / "data.bin"
     assert fileio.write_bytes_atomic(target, b"one") == target and target.read_bytes() == b"one"
 
     def broken(temp):
         Path(temp).write_bytes(b"half")
-        assert fileio.is_partial(temp) and Path(temp).name.startswith(f".data.partial-{os.getpid()}-")
+        assert fileio.is_partial(temp) and Path(temp).name.startswith(f".data.flowercolor-partial-{os.getpid()}-")
         raise OSError("No space left on device\nsecond line")
 
     with pytest.raises(OSError) as error:
@@ -523,13 +521,14 @@ def test_atomic_writes_and_error_lines(tmp_path, capsys):
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True).stdout.strip()
-    stale = target.parent / f".data.partial-{dead}-abcd1234.bin"
-    mine = target.parent / f".data.partial-{os.getpid()}-abcd1234.bin"
-    other = target.parent / ".data.partial-notes.txt"  # not our pattern: never touched
-    for path in (stale, mine, other):
+    stale = target.parent / fileio.partial_name("data.bin", dead, "abcdef")
+    mine = target.parent / fileio.partial_name("data.bin", os.getpid(), "abcdef")
+    forged = target.parent / stale.name.replace("abcdef", "abcdee")  # our pattern, but its check does not match
+    others = [".data.partial-notes.txt", ".diary.partial-424242-draft.txt", f".x.partial-{dead}-abcd1234.bin"]
+    for path in (stale, mine, forged, *(target.parent / name for name in others)):
         path.write_bytes(b"")
     assert fileio.remove_stale_partials(target.parent) == [stale]
-    assert sorted(os.listdir(target.parent)) == sorted(["data.bin", mine.name, other.name])
+    assert sorted(os.listdir(target.parent)) == sorted(["data.bin", mine.name, forged.name, *others])
 
     with pytest.raises(SystemExit) as exit_:
         fileio.fail("something broke", 2)

@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from runtime import color
-from runtime.colorize import apply_orientation, exif_orientation, main, read_image
+from runtime.colorize import main
+from runtime.images import apply_orientation, exif_orientation, read_image
 from tests.onnx_fixtures import make_tiny_colorizer
 
 REPO = Path(__file__).resolve().parent.parent
