@@ -59,7 +59,7 @@ def _watch_signals(wakeup: int, handled: threading.Event) -> None:
         signum = data[0]
         if signum in (signal.SIGINT, signal.SIGTERM) and not handled.wait(HARD_EXIT_SECONDS):
             fileio.remove_live_temps()
-            os.write(2, f"interrupted: stopped while busy in native code ({signal.Signals(signum).name})\n"
+            os.write(2, f"\ninterrupted: stopped while busy in native code ({signal.Signals(signum).name})\n"
                         .encode())
             os._exit(128 + signum)
 

@@ -355,3 +355,21 @@ def test_huge_image_stays_within_memory(tmp_path):
     assert peak_bytes < 2.5 * side * side * 3
     preview = cv2.imread(str(tmp_path / "colorized" / "huge_color.jpg"), cv2.IMREAD_REDUCED_COLOR_8)
     assert preview.shape == (side // 8, side // 8, 3)
+
+
+def test_child_decoder_gives_opencvs_frames(tmp_path):
+    """Videos are decoded in a child process: the frames, fps and frame count are OpenCV's own."""
+    from runtime.decoder import VideoDecoder
+
+    path = tmp_path / "clip.avi"
+    make_video(path, "MJPG")
+    capture = cv2.VideoCapture(str(path))
+    expected = []
+    while (frame := capture.read()[1]) is not None:
+        expected.append(frame)
+    with VideoDecoder(path) as decoder:
+        assert (decoder.fps, decoder.declared) == (12.0, 9)
+        frames = list(decoder.frames())
+    assert len(frames) == len(expected) == 9
+    for got, want in zip(frames, expected):
+        np.testing.assert_array_equal(got, want)
