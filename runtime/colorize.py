@@ -115,9 +115,10 @@ def main(argv=None) -> int:
 class Batch:
     """One run over its inputs: where each output goes, what may not be replaced, and the tally."""
 
-    def __init__(self, args, outdir: Path, inputs: list):
+    def __init__(self, args, outdir: Path, inputs: list, unsure: set[Path]):
         self.args, self.outdir = args, outdir
         self.input_paths = {path.resolve() for path, _ in inputs}
+        self.unsure = unsure  # found by the scan, taken for earlier outputs by name alone: never replaced
         self.planned: dict[Path, Path] = {}
         self.cleaned: set[Path] = set()
         self.ok = self.skipped = self.failed = 0
@@ -138,6 +139,10 @@ class Batch:
             self.cleaned.add(key.parent)
             if removed := fileio.remove_stale_partials(key.parent):
                 _note(f"removed {len(removed)} temp file(s) left in {shown(target.parent)} by an interrupted run")
+        if key in self.unsure and self.args.overwrite:
+            raise InputError(f"output {shown(target)} would replace a file this run found among its inputs, and this "
+                             "file system keeps no mark that tells our outputs from the user's files; choose "
+                             "another -o")
         if target.exists() and not self.args.overwrite:
             tqdm.write(f"skip: {shown(path)}: {shown(target)} exists (use --overwrite to replace it)", file=sys.stderr)
             return None
@@ -173,14 +178,14 @@ def run(args, outdir: Path, tally: dict) -> int:
         fileio.fail(str(error), cli.EXIT_USAGE)
 
     start = time.perf_counter()
-    notes = []
-    inputs, failures = expand_inputs(args.inputs, outdir.resolve(), args.recursive, notes)
+    notes, unsure = [], set()
+    inputs, failures = expand_inputs(args.inputs, outdir.resolve(), args.recursive, notes, unsure)
     tally["total"] = len(inputs)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     for pattern, reason in failures:
         print(f"error: {shown(pattern)}: {reason}", file=sys.stderr)
-    batch = Batch(args, outdir, inputs)
+    batch = Batch(args, outdir, inputs, unsure)
     batch.failed = len(failures)
     for index, (path, subfolder) in enumerate(tqdm(inputs, unit="file", desc="colorize")):
         tally["done"] = index  # inputs finished (ok, skipped or failed) before this one

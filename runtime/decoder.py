@@ -114,6 +114,14 @@ class VideoDecoder:
             raise self._failure()
         return data
 
+    def _read_into(self, view: memoryview) -> None:
+        done = 0
+        while done < len(view):
+            count = self._process.stdout.readinto(view[done:])
+            if not count:
+                raise self._failure()
+            done += count
+
     def _record(self) -> tuple[int, int, int, int]:
         kind, a, b, c = RECORD.unpack(self._read(RECORD.size))
         if kind == KIND_ERROR:
@@ -139,7 +147,8 @@ class VideoDecoder:
             size = height * width * channels
             if kind != KIND_FRAME or size > MAX_FRAME_BYTES:
                 raise InputError("the video decoder sent something unexpected")
-            frame = np.frombuffer(bytearray(self._read(size)), np.uint8).reshape(height, width, channels)
+            frame = np.empty((height, width, channels), np.uint8)
+            self._read_into(memoryview(frame).cast("B"))
             yield frame if channels == 3 else cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
 
     def close(self) -> None:

@@ -28,14 +28,15 @@ def output_path(path: Path, subfolder: Path, outdir: Path) -> Path:
     return outdir / subfolder / f"{path.stem}{OUTPUT_SUFFIX}{suffix}"
 
 
-def is_previous_output(path: Path, outdir: Path) -> bool:
-    """An output we wrote earlier: it carries our mark (fileio.is_ours). Where the file system keeps no marks, a
-    `*_color.*` file inside the output folder is taken as one. A user's own `x_color.jpg` carries no mark: it is an
-    input like any other, and so it is never replaced by the output of `x.jpg`."""
+def is_previous_output(path: Path, outdir: Path) -> bool | None:
+    """An output we wrote earlier: True when it carries our mark (fileio.is_ours). A user's own `x_color.jpg`
+    carries none: it is an input like any other, so the output of `x.jpg` never replaces it. Where the file system
+    keeps no marks, a `*_color.*` file inside the output folder is taken for one, but as None (cannot be sure), and
+    the caller must not replace it."""
     ours = fileio.is_ours(path)
     if ours is not None:
         return ours
-    return path.stem.endswith(OUTPUT_SUFFIX) and path.resolve().is_relative_to(outdir)
+    return None if path.stem.endswith(OUTPUT_SUFFIX) and path.resolve().is_relative_to(outdir) else False
 
 
 class ScanLimit(Exception):
@@ -160,9 +161,12 @@ class Scanner:
         return notes
 
 
-def _folder_inputs(scanner: Scanner, folder: Path, outdir: Path, recursive: bool, errors: list) -> list[Path]:
+def _folder_inputs(scanner: Scanner, folder: Path, outdir: Path, recursive: bool, errors: list,
+                   unsure: set) -> list[Path]:
     files = [p for p in scanner.folder_files(folder, recursive) if media_kind(p)]
-    inputs = [p for p in files if not is_previous_output(p, outdir)]
+    previous = {p: is_previous_output(p, outdir) for p in files}
+    unsure.update(p.resolve() for p, ours in previous.items() if ours is None)
+    inputs = [p for p in files if previous[p] is False]
     if not inputs and not scanner.unreadable:
         if files:
             errors.append((folder, f"nothing to colorize in this folder: it only holds {len(files)} earlier "
@@ -173,11 +177,12 @@ def _folder_inputs(scanner: Scanner, folder: Path, outdir: Path, recursive: bool
     return inputs
 
 
-def _pattern_inputs(scanner: Scanner, pattern: str, outdir: Path, recursive: bool, errors: list) -> list:
+def _pattern_inputs(scanner: Scanner, pattern: str, outdir: Path, recursive: bool, errors: list, unsure: set) -> list:
     """-> [(input, output subfolder)] for one command-line input; its problems appended to `errors`."""
     path = Path(pattern)
     if path.is_dir():
-        return [(p, p.relative_to(path).parent) for p in _folder_inputs(scanner, path, outdir, recursive, errors)]
+        return [(p, p.relative_to(path).parent)
+                for p in _folder_inputs(scanner, path, outdir, recursive, errors, unsure)]
     if path.exists():
         if fileio.is_partial(path):
             errors.append((pattern, "a temp file of an unfinished run, not an input"))
@@ -192,15 +197,18 @@ def _pattern_inputs(scanner: Scanner, pattern: str, outdir: Path, recursive: boo
     return []
 
 
-def expand_inputs(patterns, outdir: Path, recursive: bool, notes: list | None = None):
+def expand_inputs(patterns, outdir: Path, recursive: bool, notes: list | None = None, unsure: set | None = None):
     """-> ([(input path, output path relative to outdir)], [(pattern or folder, error message)]); notes (one line
-    each, for the user) are appended to `notes`. A folder that cannot be read is an error: its files are missing."""
+    each, for the user) are appended to `notes`, and to `unsure` the resolved paths of files skipped as earlier
+    outputs that carry no mark (see is_previous_output; never to be replaced). A folder that cannot be read is an
+    error: its files are missing."""
     found, errors = [], []
     notes = [] if notes is None else notes
+    unsure = set() if unsure is None else unsure
     for pattern in patterns:
         scanner = Scanner()
         try:
-            found += _pattern_inputs(scanner, pattern, outdir, recursive, errors)
+            found += _pattern_inputs(scanner, pattern, outdir, recursive, errors, unsure)
         except ScanLimit:
             errors.append((pattern, f"scan stopped after {MAX_SCAN_ENTRIES} entries, nothing taken from it "
                                     "(give a narrower folder or pattern)"))
