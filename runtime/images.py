@@ -10,6 +10,7 @@ so a 1x20000 strip would need gigabytes). Alpha is kept, 16-bit PNG/TIFF stay 16
 
 import contextlib
 import os
+import re
 import struct
 import sys
 import tempfile
@@ -28,7 +29,10 @@ JPEG_QUALITY = 95
 MAX_ASPECT = 20  # long side / short side
 MAX_LONG_SIDE = 30_000  # px
 FLOAT_SLACK = 1e-3  # float pixels this far outside 0-1 (rounding in the file's writer) are clipped, not refused
+# libjpeg's warnings about the data of a JPEG it decodes on anyway (jerror.h); junk after the image's last byte
+# (before the end marker, 0xd9) leaves every pixel intact, so that one is only a note
 CORRUPT_DATA_WARNINGS = ("Corrupt JPEG data", "Premature end of JPEG file", "Invalid SOS parameters")
+HARMLESS_JPEG_WARNING = re.compile(r"extraneous bytes before marker 0xd9$")
 
 
 def _note_to_stderr(message: str) -> None:
@@ -161,10 +165,14 @@ def check_shape(height: int, width: int) -> None:
 def _decoder_messages():
     """Collects what native decoders print straight to the process's stderr while the block runs (libjpeg reports
     corrupt data there and decodes on). -> the list the lines are added to when the block ends."""
-    sys.stderr.flush()
     lines: list[str] = []
-    with tempfile.TemporaryFile() as capture:
+    try:
+        sys.stderr.flush()
         saved = os.dup(2)
+    except (OSError, ValueError):  # no stderr to take over (a closed descriptor): nothing to collect
+        yield lines
+        return
+    with tempfile.TemporaryFile() as capture:
         os.dup2(capture.fileno(), 2)
         try:
             yield lines
@@ -175,12 +183,14 @@ def _decoder_messages():
             lines += capture.read().decode("utf-8", "replace").splitlines()
 
 
-def _decode(path: Path) -> np.ndarray:
+def _decode(path: Path, note: Callable[[str], None]) -> np.ndarray:
     with _decoder_messages() as messages:
         image, kinds, blocks = cv2.imreadWithMetadata(str(path), cv2.IMREAD_UNCHANGED)
-    corrupt = [line.strip() for line in messages if line.startswith(CORRUPT_DATA_WARNINGS)]
-    if corrupt:
-        raise InputError(f"damaged image data (the decoder reports: {corrupt[0]})")
+    for line in (line.strip() for line in messages if line.startswith(CORRUPT_DATA_WARNINGS)):
+        if HARMLESS_JPEG_WARNING.search(line):
+            note(f"the decoder reports: {line}")
+        else:
+            raise InputError(f"damaged image data (the decoder reports: {line})")
     if image is None or image.size == 0:
         raise InputError("not a readable image (corrupt, truncated or unsupported format)")
     for kind, block in zip(kinds, blocks):
@@ -210,7 +220,7 @@ def read_image(path: Path, note: Callable[[str], None] = _note_to_stderr) -> np.
         raise InputError("empty file")
     if not image_complete(path):
         raise InputError("truncated or damaged image")
-    image = _decode(path)
+    image = _decode(path, note)
     if image.dtype not in (np.uint8, np.uint16, np.float32):
         raise InputError(f"unsupported pixel type {image.dtype}")
     check_shape(*image.shape[:2])

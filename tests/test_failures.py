@@ -505,6 +505,16 @@ def zeroed_jpeg(ctx):
     return in_process(ctx, colorize.main, path, good_image(ctx), "-o", ctx.tmp / "out")
 
 
+def junk_before_end(ctx):
+    """Zero bytes between a JPEG's last data and its end marker (some cameras write them): every pixel is intact."""
+    data = PHOTO.read_bytes()
+    assert data.endswith(b"\xff\xd9")
+    path = ctx.tmp / "in" / "junk.jpg"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(data[:-2] + bytes(7) + b"\xff\xd9")
+    return in_process(ctx, colorize.main, path, "-o", ctx.tmp / "out")
+
+
 def _without_root_file_access() -> None:
     """Root reads every folder: drop CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from the bounding set (prctl
     PR_CAPBSET_DROP) before exec, so the command obeys folder permissions as any user does."""
@@ -712,6 +722,9 @@ ROWS = [
     Row("jpeg-zeroed-mid-file", zeroed_jpeg, 1,
         err=[r"error: .*zeroed\.jpg: damaged image data \(the decoder reports: Corrupt JPEG data.*\)"],
         out=["1 ok, 0 skipped, 1 failed"], absent=["out/zeroed_color.jpg"]),
+    Row("jpeg-junk-before-end-marker", junk_before_end, 0,
+        err=[r"note: .*junk\.jpg: the decoder reports: Corrupt JPEG data: \d+ extraneous bytes before marker 0xd9"],
+        out=["1 ok, 0 skipped, 0 failed"], present=["out/junk_color.jpg"]),
     Row("unreadable-subfolder", unreadable_subfolder, 1,
         err=[r"error: photos/locked: folder cannot be read \(Permission denied\); its files were not colorized"],
         out=["1 ok, 0 skipped, 1 failed"], present=["out/a_color.png"], absent=["out/locked"]),
