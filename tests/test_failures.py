@@ -494,14 +494,18 @@ def check_not_white(ctx, result):
     assert output.dtype == np.uint16 and 0.1 < output.mean() / 65535 < 0.9
 
 
-def zeroed_jpeg(ctx):
-    """2 kB zeroed in the middle of a real photo: libjpeg warns and decodes on (a garbled band)."""
+def zeroed_photo() -> bytes:
+    """A real photo with 2 kB zeroed in the middle: libjpeg warns and decodes on (a garbled band)."""
     data = bytearray(PHOTO.read_bytes())
     middle = len(data) // 2
     data[middle:middle + 2048] = bytes(2048)
+    return bytes(data)
+
+
+def zeroed_jpeg(ctx):
     path = ctx.tmp / "in" / "zeroed.jpg"
     path.parent.mkdir(parents=True)
-    path.write_bytes(bytes(data))
+    path.write_bytes(zeroed_photo())
     return in_process(ctx, colorize.main, path, good_image(ctx), "-o", ctx.tmp / "out")
 
 
@@ -610,9 +614,7 @@ def hostile_batch(ctx):
     for index in range(95):
         cv2.imwrite(str(folder / f"photo-{index:02d}.jpg"), picture(24, 32, seed=index))
     crashing_avi(folder / "crash.avi")
-    data = bytearray(PHOTO.read_bytes())
-    data[len(data) // 2:len(data) // 2 + 2048] = bytes(2048)
-    (folder / "zeroed.jpg").write_bytes(bytes(data))
+    (folder / "zeroed.jpg").write_bytes(zeroed_photo())
     cv2.imwrite(str(folder / "nan.tif"), np.full((24, 32, 3), np.nan, np.float32))
     cv2.imwrite(str(folder / "narrow.png"), np.zeros((1, 20000), np.uint8))
     (folder / "bad\nname.png").write_bytes(os.urandom(300))
