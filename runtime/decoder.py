@@ -66,14 +66,16 @@ def _decode_to(out, path: str, limit: int | None) -> None:
 def child_main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent decides
     limit = int(argv[1]) if len(argv) > 1 else None
+    out = os.fdopen(os.dup(1), "wb")  # the records go here; anything a library prints goes to stderr (discarded)
+    os.dup2(2, 1)
     try:
-        _decode_to(sys.stdout.buffer, argv[0], limit)
+        _decode_to(out, argv[0], limit)
     except BrokenPipeError:  # the parent stopped reading (it is done with this video, or interrupted)
         os._exit(0)
-    except Exception as error:  # one line for the parent, in words rather than OpenCV's internals
-        message = f"the video decoder failed ({type(error).__name__})".encode()
-        _send(sys.stdout.buffer, KIND_ERROR, len(message), payload=message)
-        sys.stdout.buffer.flush()
+    except Exception:  # one line for the parent, in words rather than OpenCV's internals
+        message = b"the video decoder failed on this file"
+        _send(out, KIND_ERROR, len(message), payload=message)
+        out.flush()
     return 0
 
 
