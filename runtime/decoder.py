@@ -10,6 +10,7 @@ decoding and the model overlap and memory stays bounded. When the child dies bef
 open the file themselves.
 """
 
+import contextlib
 import os
 import signal
 import struct
@@ -29,6 +30,7 @@ INFO = struct.Struct("<dq")  # fps, declared frame count
 KIND_INFO, KIND_FRAME, KIND_END, KIND_ERROR = range(4)
 MAX_FRAME_BYTES = 1 << 31
 PROBE_FRAMES = 30
+PIPE_BYTES = 1 << 20
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -95,6 +97,10 @@ class VideoDecoder:
         self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                          stderr=subprocess.DEVNULL, env=env)
         self._ended = False
+        with contextlib.suppress(ImportError, AttributeError, OSError):  # Linux: fewer, larger hand-overs of frames
+            import fcntl  # not on Windows
+
+            fcntl.fcntl(self._process.stdout.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
         try:
             kind, *_ = self._record()
             if kind != KIND_INFO:
