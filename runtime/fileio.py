@@ -181,7 +181,8 @@ def _fsync(path: Path, directory: bool = False) -> None:
 
 def commit(temp: Path | str, target: Path | str, verify: Callable[[str], None] | None = None) -> None:
     """Flush `temp` to disk, run verify(temp) (it raises when the file is not what was meant to be written), give it
-    the usual permissions, mark it as ours and rename it over `target`. On any failure the temp file is removed and the error raised."""
+    the usual permissions, mark it as ours and rename it over `target`. On any failure the temp file is removed and
+    the error raised."""
     temp, target = Path(temp), Path(target)
     try:
         _fsync(temp)

@@ -840,7 +840,8 @@ def test_unexpected_errors_are_told_in_words():
     with pytest.raises(cv2.error) as opencv_error:
         cv2.cvtColor(np.zeros((4, 4, 5), np.uint8), cv2.COLOR_BGR2GRAY)
     assert colorize.clean_reason(opencv_error.value) == "OpenCV could not process this file"
-    session = ort.InferenceSession(str(REPO / "checkpoints" / "colorizer-int8.onnx"), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(REPO / "checkpoints" / "colorizer-int8.onnx"),
+                                   providers=["CPUExecutionProvider"])
     with pytest.raises(Exception) as runtime_error:
         session.run(None, {session.get_inputs()[0].name: np.zeros((1, 1, 3, 3), np.float64)})
     assert colorize.clean_reason(runtime_error.value) == "the model failed on this input (ONNX Runtime error)"
