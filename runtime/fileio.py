@@ -1,13 +1,13 @@
-"""One home for atomic writes, our temp and output marks, and one-line error reports (torch-free; train/ and export/
-may use it too).
+"""One home for atomic writes, our temp files and output marks, and one-line error reports (torch-free; train/ and
+export/ may use it too).
 
 Every output is written into a hidden temp file beside its target, named
 `.NAME.flowercolor-partial-PID-TOKENCHECK.EXT` (same extension, so encoders pick the format from the name; CHECK is
 a hash of NAME, PID and TOKEN, so a user's file does not carry our name by accident), flushed to disk, optionally
-checked, marked as ours and only then renamed over the target: a file under the target's name is always complete. A
-failure or an interrupt removes the temp file; one left behind by a killed process (its PID no longer alive, the file
-a regular one of this user) is stale and `remove_stale_partials` deletes it. Input scans skip these files
-(`is_partial`), so an output folder inside an input folder never feeds them back in.
+checked, marked as ours when it is a colorized output, and only then renamed over the target: a file under the
+target's name is always complete. A failure or an interrupt removes the temp file; one left behind by a killed
+process (its PID no longer alive, the file a regular one of this user) is stale and `remove_stale_partials` deletes
+it. Input scans skip these files (`is_partial`), so an output folder inside an input folder never feeds them back in.
 """
 
 import errno
@@ -34,7 +34,7 @@ class InputError(Exception):
 def shown(path: Path | str) -> str:
     """A path as one line of text: control characters (a newline in a file name) escaped, so an `error:` line about
     the file stays one line."""
-    return "".join(ch if ch.isprintable() or ch == " " else repr(ch)[1:-1] for ch in str(path))
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in str(path))
 
 
 def first_line(error: BaseException) -> str:
@@ -112,7 +112,7 @@ def remove_stale_partials(folder: Path | str) -> list[Path]:
 
 
 def mark_ours(path: Path | str) -> None:
-    """Mark a finished output as ours (an extended attribute; skipped where the file system has none)."""
+    """Mark a finished colorized output as ours (an extended attribute; skipped where the file system has none)."""
     try:
         os.setxattr(path, OUTPUT_ATTRIBUTE, OUTPUT_MARK)
     except (AttributeError, OSError):
@@ -120,7 +120,7 @@ def mark_ours(path: Path | str) -> None:
 
 
 def is_ours(path: Path | str) -> bool | None:
-    """True for an output we wrote, False for any other file, None where the file system keeps no marks."""
+    """True for a colorized output we wrote, False for any other file, None where the file system keeps no marks."""
     try:
         return os.getxattr(path, OUTPUT_ATTRIBUTE) == OUTPUT_MARK
     except AttributeError:  # no extended attributes on this platform
@@ -179,17 +179,19 @@ def _fsync(path: Path, directory: bool = False) -> None:
         os.close(handle)
 
 
-def commit(temp: Path | str, target: Path | str, verify: Callable[[str], None] | None = None) -> None:
+def commit(temp: Path | str, target: Path | str, verify: Callable[[str], None] | None = None,
+           mark: bool = False) -> None:
     """Flush `temp` to disk, run verify(temp) (it raises when the file is not what was meant to be written), give it
-    the usual permissions, mark it as ours and rename it over `target`. On any failure the temp file is removed and
-    the error raised."""
+    the usual permissions, mark it as a colorized output of ours when `mark`, and rename it over `target`. On any
+    failure the temp file is removed and the error raised."""
     temp, target = Path(temp), Path(target)
     try:
         _fsync(temp)
         if verify is not None:
             verify(str(temp))
         os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs get the usual permissions
-        mark_ours(temp)
+        if mark:
+            mark_ours(temp)
         os.replace(temp, target)
     except BaseException:
         discard_temp(temp)
@@ -199,7 +201,7 @@ def commit(temp: Path | str, target: Path | str, verify: Callable[[str], None] |
 
 
 def write_atomic(target: Path | str, write_fn: Callable[[str], object],
-                 verify: Callable[[str], None] | None = None) -> Path:
+                 verify: Callable[[str], None] | None = None, mark: bool = False) -> Path:
     """write_fn(temp_path) writes the content into a temp file beside `target` (same extension); it is flushed,
     checked with verify(temp_path) when given, and renamed onto `target`. Nothing is ever left under `target`'s name
     half-written, and the temp file is removed on any failure (an interrupt included). Returns `target`."""
@@ -210,7 +212,7 @@ def write_atomic(target: Path | str, write_fn: Callable[[str], object],
     except BaseException:
         discard_temp(temp)
         raise
-    commit(temp, target, verify)
+    commit(temp, target, verify, mark)
     return target
 
 

@@ -277,4 +277,4 @@ def colorize_image(model: ColorizerModel, path: Path, target: Path, side_by_side
         if not cv2.imwrite(temp, out, params):
             raise InputError(f"could not write {fileio.shown(target)}")
 
-    fileio.write_atomic(target, write)
+    fileio.write_atomic(target, write, mark=True)

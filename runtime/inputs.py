@@ -169,8 +169,8 @@ def _folder_inputs(scanner: Scanner, folder: Path, outdir: Path, recursive: bool
     inputs = [p for p in files if previous[p] is False]
     if not inputs and not scanner.unreadable:
         if files:
-            errors.append((folder, f"nothing to colorize in this folder: it only holds {len(files)} earlier "
-                                   f"output(s) of ours (*{OUTPUT_SUFFIX}.*)"))
+            errors.append((folder, f"nothing to colorize in this folder: it only holds {len(files)} colorized "
+                                   "output(s) of ours"))
         else:
             errors.append((folder, "no images or videos in this folder" + ("" if recursive else
                                                                            " (use --recursive?)")))

@@ -226,7 +226,7 @@ class VideoFile:
         if self.frames == 0:
             fileio.discard_temp(self.temp)
             return False
-        fileio.commit(self.temp, self.target, verify=lambda temp: check_video(temp, self.frames))
+        fileio.commit(self.temp, self.target, verify=lambda temp: check_video(temp, self.frames), mark=True)
         return True
 
     def discard(self) -> None:

@@ -731,8 +731,8 @@ ROWS = [
         err=[r"error: photos/locked: folder cannot be read \(Permission denied\); its files were not colorized"],
         out=["1 ok, 0 skipped, 1 failed"], present=["out/a_color.png"], absent=["out/locked"]),
     Row("only-our-outputs", only_our_outputs, 1,
-        err=[r"error: .*out: nothing to colorize in this folder: it only holds 1 earlier output\(s\) of ours "
-             r"\(\*_color\.\*\)"], out=["0 ok, 0 skipped, 1 failed"], check=check_no_outputs_claimed),
+        err=[r"error: .*out: nothing to colorize in this folder: it only holds 1 colorized output\(s\) of ours"],
+        out=["0 ok, 0 skipped, 1 failed"], check=check_no_outputs_claimed),
     Row("fifo-model", fifo_model, 2, err=[r"error: model .*model\.onnx is a FIFO \(named pipe\), not a regular file"]),
     Row("newline-in-file-name", newline_in_name, 1,
         err=[r"error: .*bad\\nname\.png: not a readable image \(corrupt, truncated or unsupported format\)"],
@@ -813,6 +813,11 @@ def test_atomic_writes_and_error_lines(tmp_path, capsys):
         path.write_bytes(b"")
     assert fileio.remove_stale_partials(target.parent) == [stale]
     assert sorted(os.listdir(target.parent)) == sorted(["data.bin", mine.name, forged.name, *others])
+
+    colorized = fileio.write_bytes_atomic(tmp_path / "plain.bin", b"x")
+    assert fileio.is_ours(colorized) is False and fileio.is_ours(target) is False
+    fileio.write_atomic(tmp_path / "ours.bin", lambda temp: Path(temp).write_bytes(b"x"), mark=True)
+    assert fileio.is_ours(tmp_path / "ours.bin") is True  # tmp_path's file system keeps extended attributes
 
     with pytest.raises(SystemExit) as exit_:
         fileio.fail("something broke", 2)
