@@ -85,8 +85,8 @@ def child_main(argv: list[str]) -> int:
 
 class VideoDecoder:
     """Frames of one video file, decoded in a child process. Use as a context manager: leaving it ends the child.
-    fps and declared (frame count) come from the file; frames() yields BGR uint8 frames; any failure, a crash of the
-    decoder included, raises InputError (DecoderCrash for a crash)."""
+    fps and declared (frame count) come from the file; frames() yields the frames as OpenCV decodes them (BGR uint8);
+    any failure, a crash of the decoder included, raises InputError (DecoderCrash for a crash)."""
 
     def __init__(self, path: Path | str, limit: int | None = None):
         self.path = Path(path)
@@ -102,9 +102,8 @@ class VideoDecoder:
 
             fcntl.fcntl(self._process.stdout.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
         try:
-            kind, *_ = self._record()
-            if kind != KIND_INFO:
-                raise self._failure()
+            if self._record()[0] != KIND_INFO:
+                raise InputError("the video decoder sent something unexpected")
             self.fps, self.declared = INFO.unpack(self._read(INFO.size))
         except BaseException:
             self.close()
@@ -157,7 +156,7 @@ class VideoDecoder:
                 raise InputError("the video decoder sent something unexpected")
             frame = np.empty((height, width, channels), np.uint8)
             self._read_into(memoryview(frame).cast("B"))
-            yield frame if channels == 3 else cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+            yield frame[..., 0] if channels == 1 else frame  # as OpenCV gave it (gray frames are 2-D)
 
     def close(self) -> None:
         if self._process.poll() is None:
