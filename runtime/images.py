@@ -1,11 +1,12 @@
 """Reading images for runtime.colorize, with every check that keeps a wrong picture from being called a success,
 and colorizing one image file into another.
 
-Refused (fileio.InputError, the caller names the file): empty, truncated or undecodable files; JPEGs whose data
-libjpeg reports corrupt (it decodes on and leaves a garbled band, so its warning is a failure here); float images with
-NaN or infinite values or values outside 0-1 and 0-255 (0-255 is rescaled, with a note); shapes whose long side is
-more than MAX_ASPECT times the short side or longer than MAX_LONG_SIDE (the model works at the short side's scale,
-so a 1x20000 strip would need gigabytes). Alpha is kept, 16-bit PNG/TIFF stay 16-bit, EXIF orientation is applied.
+Refused (fileio.InputError, the caller names the file): empty, truncated or undecodable files; files whose first
+bytes are not JPEG, PNG, BMP, TIFF or WebP (whatever their name, so no other OpenCV decoder is reached); JPEGs
+whose data libjpeg reports corrupt (it decodes on and leaves a garbled band, so its warning is a failure here);
+float images with NaN or infinite values or values outside 0-1 and 0-255 (0-255 is rescaled, with a note); shapes
+whose long side is more than MAX_ASPECT times the short side or longer than MAX_LONG_SIDE (the model works at the
+short side's scale, so a 1x20000 strip would need gigabytes). Alpha is kept, 16-bit PNG/TIFF stay 16-bit, EXIF orientation is applied.
 """
 
 import contextlib
@@ -132,20 +133,39 @@ def _png_complete(handle, size: int) -> bool:
             return False
 
 
-def image_complete(path: Path) -> bool:
-    """False when a JPEG, PNG, WebP or BMP file (told by its first bytes, as OpenCV tells it) ends before its data
-    does. OpenCV decodes a truncated JPEG without an error (the missing part comes out as a flat block), so this is
-    checked before decoding. Other formats, and files this cannot judge, pass (their decoders fail on truncation)."""
+def image_format(path: Path) -> str | None:
+    """The format a file's first bytes announce, among the five we read; None for anything else. OpenCV picks its
+    decoder by these bytes whatever the name says, so without this check a file named .png could reach any of its
+    decoders (EXR, JPEG 2000, HDR, GIF, ...): each one more native parser a hostile file may crash."""
+    with open(path, "rb") as handle:
+        head = handle.read(12)
+    if head[:3] == b"\xff\xd8\xff":
+        return "jpeg"
+    if head[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    if head[:2] == b"BM" and len(head) >= 6:
+        return "bmp"
+    if head[:4] in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+"):  # TIFF, BigTIFF
+        return "tiff"
+    return None
+
+
+def image_complete(path: Path, kind: str) -> bool:
+    """False when a JPEG, PNG, WebP or BMP file (`kind` from image_format) ends before its data does. OpenCV decodes
+    a truncated JPEG without an error (the missing part comes out as a flat block), so this is checked before
+    decoding. TIFF passes (its decoder fails on truncation)."""
     size = path.stat().st_size
     with open(path, "rb") as handle:
         head = handle.read(12)
-        if head[:3] == b"\xff\xd8\xff":
+        if kind == "jpeg":
             return _jpeg_complete(handle, size)
-        if head[:8] == b"\x89PNG\r\n\x1a\n":
+        if kind == "png":
             return _png_complete(handle, size)
-        if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        if kind == "webp":
             return size >= struct.unpack("<I", head[4:8])[0] + 8
-        if head[:2] == b"BM" and len(head) >= 6:
+        if kind == "bmp":
             declared = struct.unpack("<I", head[2:6])[0]
             return declared == 0 or size >= declared
     return True
@@ -218,7 +238,10 @@ def read_image(path: Path, note: Callable[[str], None] = _note_to_stderr) -> np.
     orientation is applied here. Raises InputError for everything the module docstring lists."""
     if path.stat().st_size == 0:
         raise InputError("empty file")
-    if not image_complete(path):
+    kind = image_format(path)
+    if kind is None:
+        raise InputError("not a readable image (not JPEG, PNG, BMP, TIFF or WebP data)")
+    if not image_complete(path, kind):
         raise InputError("truncated or damaged image")
     image = _decode(path, note)
     if image.dtype not in (np.uint8, np.uint16, np.float32):

@@ -231,7 +231,8 @@ def check_damaged(ctx, result):
     read, declared = map(int, re.search(r"read (\d+) of (\d+) declared frames", result.err).groups())
     assert 0 < read < declared == 90
     assert "@ 0x" not in result.err  # FFmpeg's decoder log ("[mpeg4 @ 0x...] ac-tex damaged") stays off
-    assert len(result.lines()) < 10, result.err
+    progress = re.compile(r"\S+:\s+\d+%\||\[A$")  # progress-bar redraws: as many as the run takes tenths of a second
+    assert len([line for line in result.lines() if not progress.match(line)]) < 10, result.err
 
 
 def full_disk_colorize(ctx):
@@ -559,6 +560,16 @@ def fifo_model(ctx):
                       model=False)
 
 
+def other_format_named_png(ctx):
+    """Portable-pixmap data under a .png name: OpenCV would pick its PPM decoder by the content."""
+    ok, data = cv2.imencode(".ppm", picture())
+    path = ctx.tmp / "in" / "pixmap.png"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(data.tobytes())
+    assert cv2.imread(str(path)) is not None  # OpenCV itself reads it
+    return in_process(ctx, colorize.main, path, good_image(ctx), "-o", ctx.tmp / "out")
+
+
 def newline_in_name(ctx):
     path = ctx.tmp / "in" / "bad\nname.png"
     path.parent.mkdir(parents=True)
@@ -734,8 +745,11 @@ ROWS = [
         err=[r"error: .*out: nothing to colorize in this folder: it only holds 1 colorized output\(s\) of ours"],
         out=["0 ok, 0 skipped, 1 failed"], check=check_no_outputs_claimed),
     Row("fifo-model", fifo_model, 2, err=[r"error: model .*model\.onnx is a FIFO \(named pipe\), not a regular file"]),
+    Row("other-format-named-png", other_format_named_png, 1,
+        err=[r"error: .*pixmap\.png: not a readable image \(not JPEG, PNG, BMP, TIFF or WebP data\)"],
+        out=["1 ok, 0 skipped, 1 failed"], absent=["out/pixmap_color.png"]),
     Row("newline-in-file-name", newline_in_name, 1,
-        err=[r"error: .*bad\\nname\.png: not a readable image \(corrupt, truncated or unsupported format\)"],
+        err=[r"error: .*bad\\nname\.png: not a readable image \(not JPEG, PNG, BMP, TIFF or WebP data\)"],
         check=check_one_line),
     # 12. bounded work
     Row("threads-too-many", usage(colorize.main, "--threads", "100000"), 2,
@@ -748,7 +762,7 @@ ROWS = [
         err=[r"interrupted: stopped while busy in native code \(SIGTERM\)"], absent=["out/big_color.png"],
         check=check_within_a_second, slow=True),
     # 13. a batch with hostile files among its photos finishes the rest
-    Row("hostile-batch-of-100", hostile_batch, 1, out=["95 ok, 0 skipped, 5 failed"], check=check_95_done, slow=True),
+    Row("hostile-batch-of-100", hostile_batch, 1, out=["95 ok, 0 skipped, 5 failed"], check=check_95_done),
 ]
 
 
