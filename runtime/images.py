@@ -6,7 +6,8 @@ bytes are not JPEG, PNG, BMP, TIFF or WebP (whatever their name, so no other Ope
 whose data libjpeg reports corrupt (it decodes on and leaves a garbled band, so its warning is a failure here);
 float images with NaN or infinite values or values outside 0-1 and 0-255 (0-255 is rescaled, with a note); shapes
 whose long side is more than MAX_ASPECT times the short side or longer than MAX_LONG_SIDE (the model works at the
-short side's scale, so a 1x20000 strip would need gigabytes). Alpha is kept, 16-bit PNG/TIFF stay 16-bit, EXIF orientation is applied.
+short side's scale, so a 1x20000 strip would need gigabytes). Alpha is kept, 16-bit PNG/TIFF stay 16-bit, EXIF
+orientation is applied.
 """
 
 import contextlib
