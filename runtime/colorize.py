@@ -129,6 +129,8 @@ class Batch:
         key = target.resolve()
         if media_kind(path) is None:
             raise InputError(f"not an image or video ({', '.join(sorted(IMAGE_EXTENSIONS | VIDEO_EXTENSIONS))})")
+        if not path.is_file():  # a FIFO would block the decoder, a device has no end
+            raise InputError("not a regular file")
         if key in self.input_paths:
             raise InputError(f"output {shown(target)} would overwrite an input; choose another -o")
         if key in self.planned:

@@ -6,12 +6,13 @@ cv2.VideoCapture and streams what it decodes over its stdout: an INFO record (fp
 record per frame (its shape, then its pixels), and END, or one ERROR record (a one-line reason). The parent
 (`VideoDecoder`) reads the records as it needs frames; the pipe's buffer keeps the child a frame or two ahead, so
 decoding and the model overlap and memory stays bounded. When the child dies before END, its signal becomes
-`DecoderCrash`. `probe_video` decodes the first frames of a file the same way, for callers (the webcam) that then
+`DecoderCrash`; so does a child that sends nothing for DECODE_TIMEOUT seconds (it is killed). `probe_video` decodes the first frames of a file the same way, for callers (the webcam) that then
 open the file themselves.
 """
 
 import contextlib
 import os
+import select
 import signal
 import struct
 import subprocess
@@ -31,11 +32,12 @@ KIND_INFO, KIND_FRAME, KIND_END, KIND_ERROR = range(4)
 MAX_FRAME_BYTES = 1 << 31
 PROBE_FRAMES = 30
 PIPE_BYTES = 1 << 20
+DECODE_TIMEOUT = 60.0  # seconds the child may take for its next bytes (one frame, or opening the file)
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 
 class DecoderCrash(InputError):
-    """The decoder process died (a signal or an unexpected exit) before the end of the video."""
+    """The decoder process died (a signal or an unexpected exit) or hung before the end of the video."""
 
 
 # ---------------------------------------------------------------- the child
@@ -88,14 +90,14 @@ class VideoDecoder:
     fps and declared (frame count) come from the file; frames() yields the frames as OpenCV decodes them (BGR uint8);
     any failure, a crash of the decoder included, raises InputError (DecoderCrash for a crash)."""
 
-    def __init__(self, path: Path | str, limit: int | None = None):
-        self.path = Path(path)
+    def __init__(self, path: Path | str, limit: int | None = None, timeout: float = DECODE_TIMEOUT):
+        self.path, self.timeout = Path(path), timeout
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE_ROOT),
                                                                           os.environ.get("PYTHONPATH")]))}
         env.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
         command = [sys.executable, "-m", "runtime.decoder", str(self.path), *([str(limit)] if limit else [])]
         self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                         stderr=subprocess.DEVNULL, env=env)
+                                         stderr=subprocess.DEVNULL, env=env, bufsize=0)
         self._ended = False
         with contextlib.suppress(ImportError, AttributeError, OSError):  # Linux: fewer, larger hand-overs of frames
             import fcntl  # not on Windows
@@ -116,15 +118,19 @@ class VideoDecoder:
         self.close()
 
     def _read(self, size: int) -> bytes:
-        data = self._process.stdout.read(size)
-        if len(data) < size:
-            raise self._failure()
-        return data
+        data = bytearray(size)
+        self._read_into(memoryview(data))
+        return bytes(data)
 
     def _read_into(self, view: memoryview) -> None:
-        done = 0
+        """Fill `view` from the pipe; a decoder that sends nothing for DECODE_TIMEOUT seconds is ended (a hang on a
+        hostile file must not hang the batch)."""
+        done, pipe = 0, self._process.stdout
         while done < len(view):
-            count = self._process.stdout.readinto(view[done:])
+            if os.name == "posix" and not select.select([pipe], [], [], self.timeout)[0]:
+                self._process.kill()
+                raise DecoderCrash(f"the video decoder stopped answering (nothing for {self.timeout:g} s)")
+            count = pipe.readinto(view[done:])
             if not count:
                 raise self._failure()
             done += count

@@ -554,6 +554,11 @@ def check_no_outputs_claimed(ctx, result):
     assert "outputs in" not in result.out
 
 
+def fifo_input(ctx):
+    os.mkfifo(ctx.tmp / "clip.mp4")
+    return in_process(ctx, colorize.main, ctx.tmp / "clip.mp4", good_image(ctx), "-o", ctx.tmp / "out")
+
+
 def fifo_model(ctx):
     os.mkfifo(ctx.tmp / "model.onnx")
     return in_process(ctx, colorize.main, good_image(ctx), "--model", ctx.tmp / "model.onnx", "--provider", "cpu",
@@ -744,6 +749,8 @@ ROWS = [
     Row("only-our-outputs", only_our_outputs, 1,
         err=[r"error: .*out: nothing to colorize in this folder: it only holds 1 colorized output\(s\) of ours"],
         out=["0 ok, 0 skipped, 1 failed"], check=check_no_outputs_claimed),
+    Row("fifo-input", fifo_input, 1, err=[r"error: .*clip\.mp4: not a regular file"],
+        out=["1 ok, 0 skipped, 1 failed"]),
     Row("fifo-model", fifo_model, 2, err=[r"error: model .*model\.onnx is a FIFO \(named pipe\), not a regular file"]),
     Row("other-format-named-png", other_format_named_png, 1,
         err=[r"error: .*pixmap\.png: not a readable image \(not JPEG, PNG, BMP, TIFF or WebP data\)"],
@@ -850,6 +857,23 @@ def test_probe_video_reports_a_decoder_crash(tmp_path):
     probe_video(make_video(tmp_path / "clip.mp4", frames=5))
     (tmp_path / "notes.avi").write_text("not a video")
     probe_video(tmp_path / "notes.avi")
+
+
+def test_a_decoder_that_stops_answering_is_ended(tmp_path):
+    """A decoder that hangs (here a real child, stopped with SIGSTOP while it waits to hand over a 720p frame) is
+    killed after the timeout and reported, so it cannot hang the batch."""
+    from runtime.decoder import DecoderCrash, VideoDecoder
+
+    path = make_video(tmp_path / "clip.mp4", frames=12, size=(1280, 720))
+    with VideoDecoder(path, timeout=1.0) as decoder:
+        frames = decoder.frames()
+        next(frames)
+        os.kill(decoder._process.pid, signal.SIGSTOP)
+        started = time.monotonic()
+        with pytest.raises(DecoderCrash, match=r"^the video decoder stopped answering \(nothing for 1 s\)$"):
+            list(frames)
+        assert time.monotonic() - started < 10
+        assert decoder._process.wait(timeout=10) == -signal.SIGKILL
 
 
 def test_unexpected_errors_are_told_in_words():
