@@ -864,7 +864,7 @@ def test_a_decoder_that_stops_answering_is_ended(tmp_path):
     killed after the timeout and reported, so it cannot hang the batch."""
     from runtime.decoder import DecoderCrash, VideoDecoder
 
-    path = make_video(tmp_path / "clip.mp4", frames=12, size=(1280, 720))
+    path = make_video(tmp_path / "clip.mp4", frames=4, size=(1280, 720))  # 2.7 MB a frame: more than the pipe holds
     with VideoDecoder(path, timeout=1.0) as decoder:
         frames = decoder.frames()
         next(frames)
