@@ -40,6 +40,11 @@ class DecoderCrash(InputError):
     """The decoder process died (a signal or an unexpected exit) or hung before the end of the video."""
 
 
+class SourceCrash(SourceError):
+    """A video file given as a source crashes (or hangs) the decoder: the input's failure (exit 1), not a usage
+    error."""
+
+
 # ---------------------------------------------------------------- the child
 
 def _send(out, kind: int, a: int = 0, b: int = 0, c: int = 0, payload=b"") -> None:
@@ -172,14 +177,15 @@ class VideoDecoder:
 
 
 def probe_video(path: Path | str, frames: int = PROBE_FRAMES) -> None:
-    """Decode the first `frames` frames of a video file in a child process; raise SourceError (naming the file) when
-    the decoder crashes on them. Other problems (unreadable, no frames) are left to the caller's own open."""
+    """Decode the first `frames` frames of a video file in a child process; raise SourceCrash (a SourceError naming
+    the file) when the decoder crashes or hangs on them. Other problems (unreadable, no frames) are left to the
+    caller's own open."""
     try:
         with VideoDecoder(path, limit=frames) as decoder:
             for _ in decoder.frames():
                 pass
     except DecoderCrash as crash:
-        raise SourceError(f"{fileio.shown(path)}: {crash}") from None
+        raise SourceCrash(f"{fileio.shown(path)}: {crash}") from None
     except InputError:
         pass
 

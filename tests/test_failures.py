@@ -848,11 +848,10 @@ def test_atomic_writes_and_error_lines(tmp_path, capsys):
 def test_probe_video_reports_a_decoder_crash(tmp_path):
     """What the webcam calls before it opens a --source file itself: a crash is a SourceError naming the file; a
     good video and a file that is no video at all (left to the caller's own open) pass."""
-    from runtime.decoder import probe_video
-    from runtime.video import SourceError
+    from runtime.decoder import SourceCrash, probe_video
 
     crash = crashing_avi(tmp_path / "crash.avi")
-    with pytest.raises(SourceError, match=r"^\S*crash\.avi: the video decoder crashed \(signal \d+\)$"):
+    with pytest.raises(SourceCrash, match=r"^\S*crash\.avi: the video decoder crashed \(signal \d+\)$"):
         probe_video(crash)
     probe_video(make_video(tmp_path / "clip.mp4", frames=5))
     (tmp_path / "notes.avi").write_text("not a video")
