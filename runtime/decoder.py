@@ -1,13 +1,13 @@
 """Video files decoded in a child process, so that a decoder crash is one input's failure, not the program's.
 
 OpenCV's FFmpeg backend aborts the whole process on some videos (a 10-frame uncompressed AVI ends in heap corruption,
-exit 134 or 139) with no Python exception to catch. Here `python -m runtime.decoder FILE` opens the file with
-cv2.VideoCapture and streams what it decodes over its stdout: an INFO record (fps, declared frame count), one FRAME
-record per frame (its shape, then its pixels), and END, or one ERROR record (a one-line reason). The parent
+exit 134 or 139) with no Python exception to catch. Here a child process (this module's `child_main`) opens the file
+with cv2.VideoCapture and streams what it decodes over its stdout: an INFO record (fps, declared frame count), one
+FRAME record per frame (its shape, then its pixels), and END, or one ERROR record (a one-line reason). The parent
 (`VideoDecoder`) reads the records as it needs frames; the pipe's buffer keeps the child a frame or two ahead, so
 decoding and the model overlap and memory stays bounded. When the child dies before END, its signal becomes
-`DecoderCrash`; so does a child that sends nothing for DECODE_TIMEOUT seconds (it is killed). `probe_video` decodes the first frames of a file the same way, for callers (the webcam) that then
-open the file themselves.
+`DecoderCrash`; so does a child that sends nothing for DECODE_TIMEOUT seconds (it is killed). `probe_video` decodes
+the first frames of a file the same way, for callers (the webcam) that then open the file themselves.
 """
 
 import contextlib
@@ -34,6 +34,10 @@ PROBE_FRAMES = 30
 PIPE_BYTES = 1 << 20
 DECODE_TIMEOUT = 60.0  # seconds the child may take for its next bytes (one frame, or opening the file)
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+# The child runs this module from the folder this very package came from, in place of the current folder (where
+# `python -m` would look first, and where a user's own `runtime/` folder may be).
+CHILD_START = "import runpy, sys; sys.path[0] = sys.argv.pop(1); runpy.run_module('runtime.decoder', " \
+              "run_name='__main__', alter_sys=True)"
 
 
 class DecoderCrash(InputError):
@@ -97,10 +101,10 @@ class VideoDecoder:
 
     def __init__(self, path: Path | str, limit: int | None = None, timeout: float = DECODE_TIMEOUT):
         self.path, self.timeout = Path(path), timeout
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE_ROOT),
-                                                                          os.environ.get("PYTHONPATH")]))}
+        env = {**os.environ}
         env.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-        command = [sys.executable, "-m", "runtime.decoder", str(self.path), *([str(limit)] if limit else [])]
+        command = [sys.executable, "-c", CHILD_START, str(PACKAGE_ROOT), str(self.path),
+                   *([str(limit)] if limit else [])]
         self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                          stderr=subprocess.DEVNULL, env=env, bufsize=0)
         self._ended = False
