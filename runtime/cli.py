@@ -7,9 +7,11 @@ import math
 import os
 import signal
 import threading
+from pathlib import Path
 
 import cv2
 
+from runtime import fileio
 from runtime import model as model_module
 from runtime.model import PROVIDERS, ColorizerModel, ModelError, ProviderError
 
@@ -22,6 +24,9 @@ EXIT_SIGTERM = 128 + signal.SIGTERM  # 143: terminated
 
 MAX_SIZE = 2048  # --size above this needs gigabytes per image for nothing: the models are trained at 112-224 px
 MAX_TEMPERATURE = 5.0
+HARD_EXIT_SECONDS = 0.8  # a signal the main thread has not taken by then ends the process (see interruptible)
+THREADS_PER_CORE = 4
+MAX_THREADS = 256
 
 
 class Interrupted(KeyboardInterrupt):
@@ -40,27 +45,59 @@ def interrupt_code(error: KeyboardInterrupt) -> int:
     return error.exit_code if isinstance(error, Interrupted) else EXIT_SIGINT
 
 
+def _watch_signals(wakeup: int, handled: threading.Event) -> None:
+    """The watchdog thread of `interruptible`: the signal module writes each signal's number to `wakeup` at once,
+    while its Python handler waits for the main thread to come back from native code (a model run, a decoder). When
+    that takes longer than HARD_EXIT_SECONDS, our temp files are removed and the process ends here."""
+    while True:
+        try:
+            data = os.read(wakeup, 1)
+        except OSError:
+            return
+        if not data or data[0] == 0:  # the block has ended
+            return
+        signum = data[0]
+        if signum in (signal.SIGINT, signal.SIGTERM) and not handled.wait(HARD_EXIT_SECONDS):
+            fileio.remove_live_temps()
+            os.write(2, f"\ninterrupted: stopped while busy in native code ({signal.Signals(signum).name})\n"
+                        .encode())
+            os._exit(128 + signum)
+
+
 @contextlib.contextmanager
 def interruptible():
     """Within this block SIGINT and SIGTERM raise Interrupted in the main thread (once: a second signal while the
-    first is being cleaned up is ignored, so the cleanup finishes). The previous handlers come back afterwards."""
+    first is being cleaned up is ignored, so the cleanup finishes). Python runs the handler only between bytecodes,
+    so a watchdog thread ends the process (temp files removed) when the main thread has not taken the signal within
+    HARD_EXIT_SECONDS. The previous handlers come back afterwards."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    fired = []
+    fired, handled = [], threading.Event()
 
     def handler(signum, frame):
+        handled.set()
         if fired:
             return
         fired.append(signum)
         raise Interrupted(signum)
 
+    wakeup, notify = os.pipe()
+    os.set_blocking(notify, False)
+    previous_wakeup = signal.set_wakeup_fd(notify, warn_on_full_buffer=False)
+    watchdog = threading.Thread(target=_watch_signals, args=(wakeup, handled), name="signal-watchdog", daemon=True)
+    watchdog.start()
     previous = {number: signal.signal(number, handler) for number in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
         for number, old in previous.items():
             signal.signal(number, old if old is not None else signal.SIG_DFL)
+        signal.set_wakeup_fd(previous_wakeup)
+        os.write(notify, b"\0")
+        watchdog.join(timeout=HARD_EXIT_SECONDS + 1)
+        os.close(notify)
+        os.close(wakeup)
 
 
 def quiet_opencv() -> None:
@@ -111,6 +148,15 @@ def positive_int(text: str) -> int:
     return _whole_number(text, 1, None, "must be positive")
 
 
+def max_threads() -> int:
+    return min(MAX_THREADS, THREADS_PER_CORE * model_module.default_threads())
+
+
+def threads(text: str) -> int:
+    cap = max_threads()
+    return _whole_number(text, 1, cap, f"must be 1 to {cap} ({THREADS_PER_CORE} per core here, at most {MAX_THREADS})")
+
+
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     installed = installed_models()
     names = ", ".join(installed) if installed else "none installed"
@@ -124,11 +170,22 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                         help=f"annealed-mean temperature, the vividness control: how much each pixel averages its likely "
                              f"colours; for the default model higher gives everyday photos more colour "
                              f"(0 < T <= {MAX_TEMPERATURE:g}; default: the model's own)")
-    parser.add_argument("--threads", type=positive_int, default=None, help="ONNX Runtime threads (default: all cores)")
+    parser.add_argument("--threads", type=threads, default=None, help="ONNX Runtime threads (default: all cores)")
+
+
+def _check_model_file(model: str | None) -> None:
+    """A path that exists but is no regular file (a FIFO would block the loader, a folder is no model): say so."""
+    if model is None or model_module.shipped_model_path(model.removesuffix(".onnx")) is not None:
+        return
+    path = Path(model).expanduser()
+    if path.exists() and not path.is_file():
+        kind = "a folder" if path.is_dir() else "a FIFO (named pipe)" if path.is_fifo() else "a special file"
+        raise ModelError(f"model {fileio.shown(path)} is {kind}, not a regular file")
 
 
 def load_model(args) -> ColorizerModel:
     """The model the options name; ModelError / ProviderError (exit EXIT_USAGE) when it cannot be used."""
+    _check_model_file(args.model)
     return ColorizerModel(args.model, provider=args.provider, size=args.size, threads=args.threads,
                           temperature=args.temperature)
 

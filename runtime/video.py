@@ -224,14 +224,14 @@ class VideoFile:
         VideoWriteError (temp removed, nothing under the target's name) when the file is not complete."""
         self._release()
         if self.frames == 0:
-            self.temp.unlink(missing_ok=True)
+            fileio.discard_temp(self.temp)
             return False
-        fileio.commit(self.temp, self.target, verify=lambda temp: check_video(temp, self.frames))
+        fileio.commit(self.temp, self.target, verify=lambda temp: check_video(temp, self.frames), mark=True)
         return True
 
     def discard(self) -> None:
         self._release()
-        self.temp.unlink(missing_ok=True)
+        fileio.discard_temp(self.temp)
 
 
 class Recorder:

@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from runtime import color
-from runtime.colorize import apply_orientation, exif_orientation, main, read_image
+from runtime.colorize import main
+from runtime.images import apply_orientation, exif_orientation, read_image
 from tests.onnx_fixtures import make_tiny_colorizer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -354,3 +355,38 @@ def test_huge_image_stays_within_memory(tmp_path):
     assert peak_bytes < 2.5 * side * side * 3
     preview = cv2.imread(str(tmp_path / "colorized" / "huge_color.jpg"), cv2.IMREAD_REDUCED_COLOR_8)
     assert preview.shape == (side // 8, side // 8, 3)
+
+
+def test_child_decoder_gives_opencvs_frames(tmp_path):
+    """Videos are decoded in a child process: the frames, fps and frame count are OpenCV's own."""
+    from runtime.decoder import VideoDecoder
+
+    path = tmp_path / "clip.avi"
+    make_video(path, "MJPG")
+    capture = cv2.VideoCapture(str(path))
+    expected = []
+    while (frame := capture.read()[1]) is not None:
+        expected.append(frame)
+    with VideoDecoder(path) as decoder:
+        assert (decoder.fps, decoder.declared) == (12.0, 9)
+        frames = list(decoder.frames())
+    assert len(frames) == len(expected) == 9
+    for got, want in zip(frames, expected):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_without_output_marks_a_color_file_in_place_is_never_replaced(tmp_path, tiny, capsys, monkeypatch):
+    """Where the file system keeps no extended attributes (simulated: fileio.is_ours says it cannot tell), a
+    `*_color.*` file in the output folder is skipped as an earlier output by its name, and so never replaced: it may
+    be the user's own."""
+    monkeypatch.setattr("runtime.fileio.is_ours", lambda path: None)
+    monkeypatch.chdir(tmp_path)
+    cv2.imwrite("x.jpg", picture())
+    cv2.imwrite("x_color.jpg", picture(seed=1))
+    before = Path("x_color.jpg").read_bytes()
+    code, out, err = run([".", "-o", ".", "--overwrite"], tiny, capsys)
+    assert code == 1 and "0 ok, 0 skipped, 1 failed" in out
+    assert "output x_color.jpg would replace a file this run found among its inputs" in err
+    code, out, err = run([".", "-o", "."], tiny, capsys)
+    assert code == 0 and "0 ok, 1 skipped" in out
+    assert Path("x_color.jpg").read_bytes() == before and sorted(os.listdir()) == ["tiny.onnx", "x.jpg", "x_color.jpg"]
