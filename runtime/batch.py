@@ -167,10 +167,11 @@ class ColorizeBatch:
     def __init__(self, model: str | None, provider: str, size: int | None, temperature: float | None,
                  threads: int, expected_sha256: str):
         import cv2
+        import ray
 
         cli.quiet_opencv()
         cv2.setNumThreads(threads)  # actors x threads = cores: OpenCV's resizes and colour conversions included
-        self.node = socket.gethostname()
+        self.node = f"{socket.gethostname()} {ray.get_runtime_context().get_node_id()[:12]}"  # host, Ray node
         self.model, self.sha256, self.error = None, "", None
         try:
             self.sha256 = file_sha256(resolve_model(model))
