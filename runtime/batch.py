@@ -188,8 +188,8 @@ class ColorizeBatch:
         rows = {column: [] for column in MANIFEST_COLUMNS}
         for path, output in zip(batch.column("path").to_pylist(), batch.column("output").to_pylist()):
             status, error, milliseconds = self.colorize(path, Path(output))
-            for column, value in zip(MANIFEST_COLUMNS, (path, output, status, error, milliseconds, self.sha256,
-                                                        self.node)):
+            made_by = ("", "") if status == "skipped" else (self.sha256, self.node)  # the driver knows who made it
+            for column, value in zip(MANIFEST_COLUMNS, (path, output, status, error, milliseconds, *made_by)):
                 rows[column].append(value)
         return pyarrow.table(rows, schema=manifest_schema())
 
@@ -236,6 +236,18 @@ def manifest_schema():
 
 # ---------------------------------------------------------------- the manifest
 
+def previous_makers(manifest: Path) -> dict[str, tuple[str, str]]:
+    """output -> (model sha256, node) of the outputs an earlier manifest at this path records as made."""
+    import pyarrow.parquet
+
+    try:
+        rows = pyarrow.parquet.read_table(manifest, columns=["output", "status", "model_sha256", "node"]).to_pylist()
+    except (OSError, ValueError, KeyError):  # none yet, or not ours: nothing to carry over
+        return {}
+    return {row["output"]: (row["model_sha256"], row["node"]) for row in rows
+            if row["status"] in ("ok", "skipped") and row["model_sha256"]}
+
+
 class Manifest:
     """Manifest rows written as they arrive into a temp file beside the target, renamed into place by commit() at
     the end (after an interrupt too, with the rows done so far): the file under the manifest's name is complete."""
@@ -249,6 +261,19 @@ class Manifest:
         self.pending, self.pending_rows = [], 0
         self.counts = {"ok": 0, "skipped": 0, "failed": 0}
         self.first_result = None  # perf_counter() when the first row arrived
+        self.made_by = previous_makers(target)
+
+    def carry_over(self, table):
+        """Skipped rows get the model and node that made their output, from the manifest this one replaces."""
+        import pyarrow
+
+        makers = [self.made_by.get(output, ("", "")) if status == "skipped" else (sha256, node)
+                  for output, status, sha256, node in zip(*(table.column(name).to_pylist() for name in
+                                                            ("output", "status", "model_sha256", "node")))]
+        for index, name in ((0, "model_sha256"), (1, "node")):
+            table = table.set_column(table.schema.get_field_index(name), name,
+                                     pyarrow.array([maker[index] for maker in makers], pyarrow.string()))
+        return table
 
     def add(self, table) -> None:
         import pyarrow
@@ -259,7 +284,7 @@ class Manifest:
             self.counts[status] += 1
             if status == "failed":
                 print(f"error: {path}: {error}", file=sys.stderr, flush=True)
-        self.pending.append(table)
+        self.pending.append(self.carry_over(table) if self.made_by else table)
         self.pending_rows += table.num_rows
         if self.pending_rows >= MANIFEST_FLUSH_ROWS:
             self.writer.write_table(pyarrow.concat_tables(self.pending))
@@ -367,14 +392,11 @@ def remove_partials(folders: set[Path], since: float) -> int:
 
 
 def main(argv=None) -> int:
-    parser = get_args_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    cli.quiet_opencv()
+    args = get_args_parser().parse_args(argv)
     outdir = Path(args.output)
     if outdir.exists() and not outdir.is_dir():
-        parser.error(f"output {outdir} exists and is not a folder")
-    manifest_path = Path(args.manifest) if args.manifest else outdir / "manifest.parquet"
+        fileio.fail(f"output {outdir} exists and is not a folder", cli.EXIT_USAGE)
+    cli.quiet_opencv()
     ray = import_ray()
     try:  # checked here, once, so that a bad model is one error line and exit 2 rather than a failed row per photo
         model = cli.load_model(args)
@@ -384,13 +406,26 @@ def main(argv=None) -> int:
     del model
     found, failures = find_photos(args.sources, outdir, args.recursive)
     work, refused = plan(found)
+    refused = [(source, "", reason) for source, reason in failures] + refused
     outdir.mkdir(parents=True, exist_ok=True)
-    start, wall_start = time.perf_counter(), time.time()
-    connect(ray, args.address)
-    manifest = Manifest(manifest_path)
+    start = time.perf_counter()
+    try:
+        connect(ray, args.address)  # before our signal handlers: ray.init installs a SIGTERM handler of its own
+    except KeyboardInterrupt:
+        print("interrupted while starting Ray: nothing done", file=sys.stderr, flush=True)
+        return cli.EXIT_SIGINT
+    return run(ray, args, work, refused, sha256, spec, start)
+
+
+def run(ray, args, work: list[tuple[str, str]], refused: list[tuple[str, str, str]], sha256: str, spec: str,
+        start: float) -> int:
+    """Colour the work on the connected Ray, write the manifest, print the summary; -> exit status."""
+    outdir = Path(args.output)
+    manifest_path = Path(args.manifest) if args.manifest else outdir / "manifest.parquet"
+    manifest, began = Manifest(manifest_path), time.time()
     with cli.interruptible():
         try:
-            manifest.add_refused([(source, "", reason) for source, reason in failures] + refused)
+            manifest.add_refused(refused)
             colorize_all(ray, args, work, sha256, spec, manifest)
         except KeyboardInterrupt as interrupt:  # the rows done so far still make a manifest; outputs are atomic
             manifest.commit()
@@ -400,7 +435,7 @@ def main(argv=None) -> int:
         finally:
             ray.shutdown()
         manifest.commit()
-    remove_partials({Path(output).parent for _, output in work}, wall_start - 1.0)
+    remove_partials({Path(output).parent for _, output in work}, began - 1.0)
     counts = manifest.counts
     first = f", first results after {manifest.first_result - start:.1f} s" if manifest.first_result else ""
     print(f"{counts['ok']} ok, {counts['skipped']} skipped, {counts['failed']} failed in "

@@ -14,7 +14,6 @@ from pathlib import Path
 import cv2
 import pytest
 
-from runtime import fileio
 from tests.conftest import REPO, run_module
 
 HAVE_RAY = importlib.util.find_spec("ray") is not None
@@ -185,6 +184,8 @@ def test_interrupted_driver_resumes_without_colouring_twice(archive, tmp_path):
     assert not coloured & {str(path) for path in done}  # nothing coloured twice
     assert len(coloured) == PHOTOS - len(done)
     assert {path: path.stat().st_mtime_ns for path in done} == done
+    made_first = {row["output"]: row["model_sha256"] for row in first if row["status"] == "ok"}
+    assert all(row["model_sha256"] == made_first[row["output"]] for row in rows if row["output"] in made_first)
     assert_broken_rows(rows)
     assert_outputs_match(out, reference)
 
