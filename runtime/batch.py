@@ -171,7 +171,9 @@ class ColorizeBatch:
 
         cli.quiet_opencv()
         cv2.setNumThreads(threads)  # actors x threads = cores: OpenCV's resizes and colour conversions included
-        self.node = f"{socket.gethostname()} {ray.get_runtime_context().get_node_id()[:12]}"  # host, Ray node
+        # host and Ray node (several nodes may share a host); outside Ray, the host alone
+        node = ray.get_runtime_context().get_node_id()[:12] if ray.is_initialized() else ""
+        self.node = f"{socket.gethostname()} {node}".strip()
         self.model, self.sha256, self.error = None, "", None
         try:
             self.sha256 = file_sha256(resolve_model(model))

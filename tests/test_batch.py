@@ -249,3 +249,29 @@ def test_lists_of_photos(tmp_path):
                                           f"{tmp_path}/out/four_color.jpg", str(out / "five_color.jpg")]
     reasons = [reason for _, _, reason in refused]
     assert "is also the output of" in reasons[0] and "video" in reasons[1] and "overwrite an input" in reasons[2]
+
+
+@needs_ray
+def test_actor_rows_and_a_node_with_another_model(tmp_path):
+    """The actor class itself, called as Ray Data calls it: ok, skipped and failed rows; with a model file that is
+    not the driver's (sha256 differs) every row fails with that reason and nothing is written."""
+    import pyarrow
+
+    from runtime.batch import ColorizeBatch, file_sha256
+    from runtime.model import resolve_model
+
+    photo = tmp_path / "a.jpg"
+    cv2.imwrite(str(photo), cv2.imread(str(REPO / "examples" / "rose.jpg"))[:48, :64])
+    (tmp_path / "done_color.jpg").write_bytes(b"made earlier")
+    batch = pyarrow.table({"path": [str(photo), str(tmp_path / "done.jpg"), str(tmp_path / "missing.jpg")],
+                           "output": [str(tmp_path / "out" / "a_color.jpg"), str(tmp_path / "done_color.jpg"),
+                                      str(tmp_path / "out" / "missing_color.jpg")]})
+    sha256 = file_sha256(resolve_model(MODEL))
+    rows = ColorizeBatch(MODEL, "cpu", None, None, 1, sha256)(batch).to_pylist()
+    assert [row["status"] for row in rows] == ["ok", "skipped", "failed"]
+    assert rows[0]["model_sha256"] == sha256 and rows[1]["model_sha256"] == "" and rows[2]["error"]
+    assert (tmp_path / "out" / "a_color.jpg").is_file()
+    other = pyarrow.table({"path": [str(photo)], "output": [str(tmp_path / "other" / "a_color.jpg")]})
+    rows = ColorizeBatch(MODEL, "cpu", None, None, 1, "0" * 64)(other).to_pylist()
+    assert rows[0]["status"] == "failed" and "is not the driver's" in rows[0]["error"]
+    assert not (tmp_path / "other").exists()
