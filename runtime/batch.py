@@ -50,7 +50,7 @@ INSTALL_HINT = 'the batch command needs Ray Data: pip install "flower-colorizati
 def get_args_parser():
     parser = argparse.ArgumentParser(
         description="Colorize an archive of photos on Ray Data (this machine or a cluster); resumable, with a "
-                    "Parquet manifest of every photo.")
+                    "Parquet manifest of every photo.", conflict_handler="resolve")
     parser.add_argument("sources", nargs="+", metavar="SOURCE",
                         help="photo files, folders, glob patterns, or lists of photos (.txt/.lst, .csv/.parquet)")
     parser.add_argument("-o", "--output", required=True, help="output folder (reachable by every node)")
@@ -58,10 +58,11 @@ def get_args_parser():
                         help="Ray cluster to join: auto (the one `ray start` made here), HOST:PORT or "
                              "ray://HOST:PORT (default: $RAY_ADDRESS, else a local Ray on this machine)")
     cli.add_model_options(parser)
-    parser.set_defaults(threads=1)
+    parser.add_argument("--threads", type=cli.positive_int, default=1,  # replaces the shared option's help
+                        help="ONNX Runtime threads per actor, each reserving one of Ray's CPUs (default: 1)")
     parser.add_argument("--workers", type=cli.positive_int, default=None,
                         help="actors, each with one model session (default: the cluster's CPUs / --threads)")
-    parser.add_argument("--batch-size", type=cli.positive_int, default=16, help="photos per actor call")
+    parser.add_argument("--batch-size", type=cli.positive_int, default=16, help="photos per actor call (default: 16)")
     parser.add_argument("--manifest", default=None, help="manifest file (default: OUTPUT/manifest.parquet)")
     parser.add_argument("--recursive", action="store_true", help="descend into sub-folders (and ** in globs)")
     return parser
