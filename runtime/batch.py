@@ -37,11 +37,10 @@ import time
 from pathlib import Path
 
 from runtime import cli, fileio
-from runtime.colorize import InputError, colorize_image, expand_inputs, media_kind, output_path
+from runtime.colorize import IMAGE_EXTENSIONS, InputError, colorize_image, expand_inputs, media_kind, output_path
 from runtime.model import ColorizerModel, resolve_model, shipped_model_path
 
 LIST_SUFFIXES = {".txt", ".lst", ".csv", ".parquet"}
-MANIFEST_COLUMNS = ("path", "output", "status", "error", "milliseconds", "model_sha256", "node")
 LOCAL_OBJECT_STORE_BYTES = 200 * 2**20  # the local Ray only moves file names and manifest rows
 MANIFEST_FLUSH_ROWS = 10_000  # rows per Parquet row group
 INSTALL_HINT = 'the batch command needs Ray Data: pip install "flower-colorization[cpu,ray]" (or ".[cpu,ray]")'
@@ -93,8 +92,8 @@ def is_uri(text: str) -> bool:
 
 
 def read_list(source: str) -> list[str]:
-    """The photos a list names: .txt/.lst one per line, .csv/.parquet the `path` column (else the first); entries
-    that are not absolute or URIs are taken from the list's own folder."""
+    """The photos a list names: .txt/.lst one per line, .csv (with a header line)/.parquet the `path` column (else
+    the first); entries that are not absolute or URIs are taken from the list's own folder."""
     import pyarrow.csv
     import pyarrow.fs
     import pyarrow.parquet
@@ -122,7 +121,7 @@ def find_photos(sources: list[str], outdir: Path, recursive: bool) -> tuple[list
         if Path(source.split("://")[-1]).suffix.lower() in LIST_SUFFIXES:
             try:
                 entries = read_list(source)
-            except (OSError, ValueError, KeyError, IndexError) as error:  # pyarrow's errors are among these
+            except (OSError, ValueError, KeyError, IndexError, TypeError, NotImplementedError) as error:  # pyarrow's
                 failures.append((source, f"cannot read this list: {fileio.first_line(error)}"))
                 continue
             found += [(entry, str(output_path(Path(entry.split("://")[-1]), Path(), outdir))) for entry in entries]
@@ -145,7 +144,7 @@ def plan(found: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], list[tupl
         kind = media_kind(Path(path))
         if kind != "image":
             reason = ("a video: colour videos with python -m runtime.colorize" if kind == "video" else
-                      "not an image (jpg, png, bmp, tiff, webp)")
+                      f"not an image ({', '.join(sorted(IMAGE_EXTENSIONS))})")
         elif key in inputs:
             reason = f"output {output} would overwrite an input; choose another -o"
         elif key in planned:
@@ -179,8 +178,8 @@ class ColorizeBatch:
         try:
             self.sha256 = file_sha256(resolve_model(model))
             if self.sha256 != expected_sha256:
-                raise InputError(f"the model on node {self.node} ({resolve_model(model)}, sha256 {self.sha256[:12]}) "
-                                 f"is not the driver's (sha256 {expected_sha256[:12]}); install the same file")
+                raise InputError(f"its model {resolve_model(model)} (sha256 {self.sha256[:12]}) is not the driver's "
+                                 f"(sha256 {expected_sha256[:12]}); install the same file on every node")
             self.model = ColorizerModel(model, provider=provider, size=size, threads=threads, temperature=temperature)
         except (*cli.MODEL_ERRORS, InputError, OSError) as error:
             self.error = f"node {self.node}: {fileio.first_line(error)}"
@@ -188,13 +187,14 @@ class ColorizeBatch:
     def __call__(self, batch):
         import pyarrow
 
-        rows = {column: [] for column in MANIFEST_COLUMNS}
+        schema = manifest_schema()
+        rows = {column: [] for column in schema.names}
         for path, output in zip(batch.column("path").to_pylist(), batch.column("output").to_pylist()):
             status, error, milliseconds = self.colorize(path, Path(output))
             made_by = ("", "") if status == "skipped" else (self.sha256, self.node)  # the driver knows who made it
-            for column, value in zip(MANIFEST_COLUMNS, (path, output, status, error, milliseconds, *made_by)):
+            for column, value in zip(schema.names, (path, output, status, error, milliseconds, *made_by)):
                 rows[column].append(value)
-        return pyarrow.table(rows, schema=manifest_schema())
+        return pyarrow.table(rows, schema=schema)
 
     def colorize(self, path: str, target: Path) -> tuple[str, str, float]:
         """-> (status, error line, milliseconds) for one photo."""
