@@ -18,7 +18,7 @@ row, never a failed job. An output that exists is skipped, so a rerun of the sam
 runtime.colorize: 0 every photo ok or skipped, 1 some failed, 2 usage/model/Ray error, 130 SIGINT, 143 SIGTERM (the
 manifest of what was done is still written).
 
-With no --address (and no RAY_ADDRESS) a local Ray is started on this machine (loopback only, no dashboard, a small
+With no --address (and no RAY_ADDRESS) a local Ray is started on this machine (at 127.0.0.1, no dashboard, a small
 object store) and stopped at the end; --address auto joins the cluster `ray start` made here, HOST:PORT or
 ray://HOST:PORT a remote one. Every node needs this package and the same model (a shipped name, or the same file at
 the same path: the manifest records each actor's sha256, and a node whose file differs fails its rows); -o and the
@@ -323,8 +323,9 @@ class Manifest:
 # ---------------------------------------------------------------- the driver
 
 def connect(ray, address: str | None) -> None:
-    """Join the cluster at `address` (or $RAY_ADDRESS), else start a local Ray: loopback only, no dashboard, a small
-    object store. A cluster that cannot be reached exits with EXIT_USAGE."""
+    """Join the cluster at `address` (or $RAY_ADDRESS), else start a local Ray: at 127.0.0.1 (its gRPC ports still
+    listen on every interface, behind Ray's token authentication), no dashboard, a small object store. A cluster that
+    cannot be reached exits with EXIT_USAGE."""
     address = address or os.environ.get("RAY_ADDRESS")
     try:
         if address:
@@ -337,11 +338,12 @@ def connect(ray, address: str | None) -> None:
                     f"{fileio.first_line(error)}", cli.EXIT_USAGE)
 
 
-def actor_pool(ray, workers: int | None, threads: int):
-    """A pool of `workers` actors (default: all the cluster's CPUs), each reserving `threads` CPUs; one that is larger
-    than the cluster starts with what fits and grows as an autoscaler adds nodes."""
+def actor_pool(ray, workers: int | None, threads: int, photos: int):
+    """A pool of `workers` actors (default: all the cluster's CPUs), each reserving `threads` CPUs, never more than
+    there are photos; one that is larger than the cluster starts with what fits and grows as an autoscaler adds
+    nodes."""
     fits = max(1, int(ray.cluster_resources().get("CPU", 1) // threads))
-    wanted = workers or fits
+    wanted = min(workers or fits, photos)
     return ray.data.ActorPoolStrategy(min_size=min(wanted, fits), max_size=wanted)
 
 
@@ -361,12 +363,14 @@ def colorize_all(ray, args, work: list[tuple[str, str]], sha256: str, spec: str,
     if not work:
         return
     table = pyarrow.table({"path": [path for path, _ in work], "output": [output for _, output in work]})
-    # a block is the unit an actor is given; enough of them that every actor stays busy, few enough to track
-    rows = max(args.batch_size, -(-len(work) // 10_000))
+    pool = actor_pool(ray, args.workers, args.threads, len(work))
+    # a block is the unit an actor is given: one batch, or fewer photos when that keeps every actor busy, and at
+    # most 10 000 blocks, few enough to track
+    rows = max(min(args.batch_size, -(-len(work) // pool.max_size)), -(-len(work) // 10_000))
     dataset = ray.data.from_arrow([table.slice(start, rows) for start in range(0, len(work), rows)])
     results = dataset.map_batches(
         ColorizeBatch, batch_size=args.batch_size, batch_format="pyarrow", zero_copy_batch=True,
-        compute=actor_pool(ray, args.workers, args.threads), num_cpus=args.threads,
+        compute=pool, num_cpus=args.threads,
         fn_constructor_kwargs={"model": spec, "provider": args.provider, "size": args.size,
                                "temperature": args.temperature, "threads": args.threads, "expected_sha256": sha256})
     for batch in results.iter_batches(batch_size=None, batch_format="pyarrow"):
