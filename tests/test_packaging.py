@@ -90,7 +90,7 @@ def test_runtime_imports_nothing_but_its_own_dependencies():
     banned = [f"{module} at {where}" for module, where in imports(REPO / "runtime")
               if module in {"torch", "torchvision", "train", "export"}]
     assert banned == [], "runtime/ must not import torch, train/ or export/, not even lazily"
-    assert undeclared(REPO / "runtime", declared("cpu", "gpu")) == []
+    assert undeclared(REPO / "runtime", declared("cpu", "gpu", "ray")) == []  # ray: runtime.batch, lazily
 
 
 def test_training_and_export_imports_are_declared():
@@ -100,7 +100,7 @@ def test_training_and_export_imports_are_declared():
 
 
 def test_test_imports_are_declared():
-    assert undeclared(REPO / "tests", declared("cpu", "train", "dev")) == []
+    assert undeclared(REPO / "tests", declared("cpu", "train", "dev", "ray")) == []
 
 
 def test_cpu_and_gpu_extras_are_alternatives_not_base_dependencies():
@@ -181,7 +181,7 @@ def test_wheel_metadata_names_the_console_scripts_and_extras(wheel):
     (metadata,) = [n for n in wheel.namelist() if n.endswith(".dist-info/METADATA")]
     provided = {line.split(":", 1)[1].strip() for line in wheel.read(metadata).decode().splitlines()
                 if line.startswith("Provides-Extra:")}
-    assert provided == {"cpu", "gpu", "train", "dev"}
+    assert provided == {"cpu", "gpu", "train", "dev", "ray"}
 
 
 def test_ci_script_is_valid_bash():
