@@ -37,7 +37,9 @@ import time
 from pathlib import Path
 
 from runtime import cli, fileio
-from runtime.colorize import IMAGE_EXTENSIONS, InputError, colorize_image, expand_inputs, media_kind, output_path
+from runtime.fileio import InputError
+from runtime.images import colorize_image
+from runtime.inputs import IMAGE_EXTENSIONS, expand_inputs, media_kind, output_path
 from runtime.model import ColorizerModel, resolve_model, shipped_model_path
 
 LIST_SUFFIXES = {".txt", ".lst", ".csv", ".parquet"}
@@ -322,15 +324,19 @@ class Manifest:
 
 # ---------------------------------------------------------------- the driver
 
+LOOPBACK_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray takes 127.0.0.1 as this node's address (its setting
+# for laptops), so a local Ray never addresses this machine's network interface
+
+
 def connect(ray, address: str | None) -> None:
-    """Join the cluster at `address` (or $RAY_ADDRESS), else start a local Ray: at 127.0.0.1 (its gRPC ports still
-    listen on every interface, behind Ray's token authentication), no dashboard, a small object store. A cluster that
-    cannot be reached exits with EXIT_USAGE."""
+    """Join the cluster at `address` (or $RAY_ADDRESS), else start a local Ray: at 127.0.0.1 (LOOPBACK_ONLY), no
+    dashboard, a small object store. A cluster that cannot be reached exits with EXIT_USAGE."""
     address = address or os.environ.get("RAY_ADDRESS")
     try:
         if address:
             ray.init(address=address, logging_level=logging.WARNING)
         else:
+            os.environ.setdefault(LOOPBACK_ONLY, "0")
             ray.init(address="local", object_store_memory=LOCAL_OBJECT_STORE_BYTES, include_dashboard=False,
                      _node_ip_address="127.0.0.1", logging_level=logging.WARNING)
     except (ConnectionError, RuntimeError, ValueError, OSError) as error:

@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import pytest
 
+from runtime import batch
 from tests.conftest import REPO, run_module
 
 HAVE_RAY = importlib.util.find_spec("ray") is not None
@@ -53,12 +54,18 @@ def cluster():
         pytest.skip('ray is not installed (pip install ".[cpu,ray]")')
     from ray.cluster_utils import Cluster
 
-    # on this machine's own address: a driver joining at 127.0.0.1 is sent to that address by Ray anyway
+    # every node and driver at 127.0.0.1: the tests address nothing but loopback (batch.LOOPBACK_ONLY)
+    previous = os.environ.get(batch.LOOPBACK_ONLY)
+    os.environ[batch.LOOPBACK_ONLY] = "0"
     nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     nodes.add_node(num_cpus=1)
     nodes.wait_for_nodes()
     yield nodes
     nodes.shutdown()
+    if previous is None:
+        os.environ.pop(batch.LOOPBACK_ONLY)
+    else:
+        os.environ[batch.LOOPBACK_ONLY] = previous
 
 
 def read_manifest(path: Path) -> list[dict]:
