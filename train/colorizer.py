@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from train import data as flowers
 from runtime import contract
+from runtime.cli import positive_int
 from runtime.fileio import fail
 from runtime.model import ColorizerModel, ModelError, ProviderError
 from train import engine, evaluation, losses
@@ -320,29 +321,7 @@ def get_args_parser():
 
     f = sub.add_parser("fit", help="train a colorizer (or --resume)")
     common(f)
-    f.add_argument("--data", type=Path, help="data root: the folder that holds flowers-102/ and general/ (train on "
-                   "their train subsets)")
-    f.add_argument("--sources", default="all", choices=["all", "flowers", "general"],
-                   help="with --data: which sets to train on (all: both, each once per epoch)")
-    f.add_argument("--images", type=Path, help="any folder of photos, recursive, no labels (your own domain)")
-    f.add_argument("--classifier", type=Path, help="classifier checkpoint whose encoder initialises the colorizer")
-    f.add_argument("--preset", default="default", choices=sorted(PRESET_DEFAULTS))
-    f.add_argument("--encoder-init", default="classifier", choices=["classifier", "none"])
-    f.add_argument("--epochs", type=int, default=30)
-    f.add_argument("--image-size", type=int, default=128, help="training crop size")
-    f.add_argument("--input-size", type=int, default=None, help="preferred inference size (default 1.25 x crop)")
-    f.add_argument("--batch-size", type=int, default=32)
-    f.add_argument("--lr", type=float, default=None, help="default: the preset's")
-    f.add_argument("--temperature", type=float, default=0.38, help="annealed-mean temperature (default preset)")
-    f.add_argument("--regression-weight", type=float, default=10.0,
-                   help="default preset: weight of the smooth-L1 loss on the decoded annealed mean (0: bins only)")
-    f.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"])
-    f.add_argument("--workers", type=int, default=1)
-    f.add_argument("--seed", type=int, default=0)
-    f.add_argument("--valid-images", type=int, default=200, help="valid images scored after each epoch (0: none)")
-    f.add_argument("--out", type=Path, default=Path("checkpoints/colorizer.pt"))
-    f.add_argument("--run-dir", type=Path, default=Path("runs/colorizer"), help="resumable state and log.jsonl")
-    f.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+    add_fit_arguments(f)
     f.set_defaults(func=fit)
 
     e = sub.add_parser("evaluate", help="PSNR, SSIM, colourfulness and AuC on a subset, against the gray baseline")
@@ -376,11 +355,49 @@ def get_args_parser():
     return parser
 
 
+def add_fit_arguments(f) -> None:
+    """fit's own options (get_args_parser adds the common ones)."""
+    f.add_argument("--data", type=Path, help="data root: the folder that holds flowers-102/ and general/ (train on "
+                   "their train subsets)")
+    f.add_argument("--sources", default="all", choices=["all", "flowers", "general"],
+                   help="with --data: which sets to train on (all: both, each once per epoch)")
+    f.add_argument("--images", type=Path, help="any folder of photos, recursive, no labels (your own domain)")
+    f.add_argument("--classifier", type=Path, help="classifier checkpoint whose encoder initialises the colorizer")
+    f.add_argument("--preset", default="default", choices=sorted(PRESET_DEFAULTS))
+    f.add_argument("--encoder-init", default="classifier", choices=["classifier", "none"])
+    f.add_argument("--epochs", type=positive_int, default=30)
+    f.add_argument("--image-size", type=positive_int, default=128, help="training crop size")
+    f.add_argument("--input-size", type=positive_int, default=None,
+                   help="preferred inference size (default 1.25 x crop)")
+    f.add_argument("--batch-size", type=positive_int, default=32)
+    f.add_argument("--lr", type=engine.positive_float, default=None, help="default: the preset's")
+    f.add_argument("--temperature", type=engine.positive_float, default=0.38,
+                   help="annealed-mean temperature (default preset)")
+    f.add_argument("--regression-weight", type=engine.non_negative_float, default=10.0,
+                   help="default preset: weight of the smooth-L1 loss on the decoded annealed mean (0: bins only)")
+    f.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"])
+    f.add_argument("--workers", type=int, default=1)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--valid-images", type=int, default=200, help="valid images scored after each epoch (0: none)")
+    f.add_argument("--run-dir", type=Path, default=Path("runs/colorizer"),
+                   help="the run folder: last.pt (resumable state), log.jsonl and, by default, the model "
+                   "(default: runs/colorizer under the current folder)")
+    f.add_argument("--out", type=Path, default=None,
+                   help="the model to write, a .pt file (default: RUN_DIR/model.pt); an existing file that is not "
+                   "this run's output is replaced only with --overwrite")
+    f.add_argument("--resume", action="store_true",
+                   help="continue RUN_DIR/last.pt with the same --preset, --image-size, --batch-size and "
+                   "--temperature; a changed --epochs or --lr re-plans the learning-rate schedule")
+    f.add_argument("--overwrite", action="store_true",
+                   help="start over in a run folder that holds a run, and replace an existing --out")
+
+
 def main(argv=None):
     args = get_args_parser().parse_args(argv)
     if args.command == "fit" and not (args.data or args.images):
         fail("fit needs --data (Flowers-102) or --images (a folder of photos)", code=2)
-    engine.run_command(args, usage_errors=(contract.ContractError, ModelError, ProviderError, ValueError))
+    engine.run_command(args, usage_errors=(contract.ContractError, ModelError, ProviderError, ValueError),
+                       fit_kind="colorizer", fixed_on_resume=("preset", "image_size", "batch_size", "temperature"))
 
 
 if __name__ == "__main__":
