@@ -38,7 +38,7 @@ from runtime import contract
 from runtime.cli import interrupt_code, interruptible
 from runtime.fileio import fail, first_line, write_bytes_atomic
 from train import data as flowers
-from train.engine import CheckpointError, file_sha256, non_finite_count
+from train.engine import CheckpointError, file_sha256, non_finite_count, signals_deferred
 from train.models import load_colorizer
 
 DEFAULT_OPSET = 18  # the lowest opset the torch.export-based exporter writes natively; ORT >= 1.14 runs it
@@ -400,7 +400,8 @@ def main(argv=None):
     try:
         with interruptible():  # SIGTERM too ends in the cleanup that removes the temp file
             model_proto = export(model, meta, file_sha256(args.checkpoint), args.precision, args.opset, calibration)
-            save_atomic(model_proto, args.out)
+            with signals_deferred():  # a signal waits for the save to finish or fail and remove its temp file
+                save_atomic(model_proto, args.out)
     except flowers.DataError as exc:  # a calibration image that cannot be read
         fail(first_line(exc), code=2)
     except OSError as exc:  # a full disk, here or in int8's temporary folder; write_atomic removed its temp file

@@ -105,7 +105,8 @@ def test_a_nan_loss_stops_training_and_leaves_the_saved_weights_alone(fitted_cla
     shutil.copytree(fitted_classifier, tmp_path / "run-copy")
     folder = tmp_path / "run-copy"
     before = {p: p.read_bytes() for p in (folder / "classifier.pt", folder / "run" / "last.pt")}
-    result = run("train.classifier", *classifier_fit(tiny_data, folder, "--lr", "1e30", epochs=2), check=False)
+    result = run("train.classifier", *classifier_fit(tiny_data, folder, "--lr", "1e30", "--overwrite", epochs=2),
+                 check=False)
     assert result.returncode == 1, result.stderr[-2000:]
     errors = [line for line in terminal_lines(result.stderr) if line.startswith("error:")]
     assert len(errors) == 1 and re.match(r"error: loss is (nan|inf|-inf) at epoch 1", errors[0]), errors

@@ -15,7 +15,9 @@ import math
 import json
 import os
 import random
+import signal
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -259,10 +261,32 @@ def write_output(path, data) -> None:
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, write)
+        with signals_deferred():
+            write_atomic(path, write)
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {exc.strerror or type(exc).__name__} (the file there, if any, "
                           "is unchanged)") from None
+
+
+@contextlib.contextmanager
+def signals_deferred():
+    """SIGINT and SIGTERM that arrive within the block (a save) are held until it ends and then raised as
+    runtime.cli.Interrupted: a save is never cut between creating its temp file and renaming it."""
+    from runtime.cli import Interrupted
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = []
+    previous = {number: signal.signal(number, lambda signum, frame: held.append(signum))
+                for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    if held and previous[held[0]] is not signal.SIG_IGN:
+        raise Interrupted(held[0])
 
 
 def atomic_save(obj, path) -> None:
@@ -341,7 +365,9 @@ def start_run(args, kind: str, fixed: tuple[str, ...]) -> None:
     elif state_path.is_file() and not args.overwrite:
         raise UsageError(f"{folder} holds a run ({STATE_FILE}); pass --resume to continue it, --overwrite to start "
                          "over, or another --run-dir")
-    own = state is not None and Path(state["args"].get("out") or "").resolve() == args.out.resolve()
+    # this run's output: the run folder's own model file, or the --out the resumed state recorded
+    own = state is not None and args.out.resolve() in ((folder / MODEL_FILE).resolve(),
+                                                      Path(state["args"].get("out") or folder).resolve())
     if args.out.exists() and not (own or args.overwrite):
         raise UsageError(f"{args.out} exists and is not this run's output; pass --overwrite to replace it, or "
                          "another --out")
