@@ -289,17 +289,7 @@ def get_args_parser():
     f.add_argument("--warmup-epochs", type=int, default=2)
     f.add_argument("--workers", type=int, default=1)
     f.add_argument("--seed", type=int, default=0)
-    f.add_argument("--run-dir", type=Path, default=Path("runs/classifier"),
-                   help="the run folder: last.pt (resumable state), log.jsonl and, by default, the model "
-                   "(default: runs/classifier under the current folder)")
-    f.add_argument("--out", type=Path, default=None,
-                   help="the best-on-valid model, a .pt file (default: RUN_DIR/model.pt); an existing file that is "
-                   "not this run's output is replaced only with --overwrite")
-    f.add_argument("--resume", action="store_true",
-                   help="continue RUN_DIR/last.pt with the same --image-size, --batch-size and --sources; a changed "
-                   "--epochs or --lr re-plans the learning-rate schedule")
-    f.add_argument("--overwrite", action="store_true",
-                   help="start over in a run folder that holds a run, and replace an existing --out")
+    engine.add_run_arguments(f, "classifier", "the best-on-valid model")
     f.add_argument("--download", action="store_true", help="opt-in: fetch Flowers-102 with torchvision (internet)")
     f.set_defaults(func=fit)
 
@@ -314,8 +304,7 @@ def get_args_parser():
 
 
 def main(argv=None):
-    engine.run_command(get_args_parser().parse_args(argv), fit_kind="classifier",
-                       fixed_on_resume=("image_size", "batch_size", "sources"))
+    engine.run_command(get_args_parser().parse_args(argv), fit_kind="classifier")
 
 
 if __name__ == "__main__":

@@ -379,17 +379,7 @@ def add_fit_arguments(f) -> None:
     f.add_argument("--workers", type=int, default=1)
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--valid-images", type=int, default=200, help="valid images scored after each epoch (0: none)")
-    f.add_argument("--run-dir", type=Path, default=Path("runs/colorizer"),
-                   help="the run folder: last.pt (resumable state), log.jsonl and, by default, the model "
-                   "(default: runs/colorizer under the current folder)")
-    f.add_argument("--out", type=Path, default=None,
-                   help="the model to write, a .pt file (default: RUN_DIR/model.pt); an existing file that is not "
-                   "this run's output is replaced only with --overwrite")
-    f.add_argument("--resume", action="store_true",
-                   help="continue RUN_DIR/last.pt with the same --preset, --image-size, --batch-size and "
-                   "--temperature; a changed --epochs or --lr re-plans the learning-rate schedule")
-    f.add_argument("--overwrite", action="store_true",
-                   help="start over in a run folder that holds a run, and replace an existing --out")
+    engine.add_run_arguments(f, "colorizer", "the model to write")
 
 
 def main(argv=None):
@@ -397,7 +387,7 @@ def main(argv=None):
     if args.command == "fit" and not (args.data or args.images):
         fail("fit needs --data (Flowers-102) or --images (a folder of photos)", code=2)
     engine.run_command(args, usage_errors=(contract.ContractError, ModelError, ProviderError, ValueError),
-                       fit_kind="colorizer", fixed_on_resume=("preset", "image_size", "batch_size", "temperature"))
+                       fit_kind="colorizer")
 
 
 if __name__ == "__main__":

@@ -331,6 +331,25 @@ def file_sha256(path) -> str:
 # ---------------------------------------------------------------- the run folder
 STATE_FILE, LOG_FILE, MODEL_FILE = "last.pt", "log.jsonl", "model.pt"
 STATE_KEYS = ("optimizer", "scheduler", "scaler", "epoch", "rng", "args")
+# what --resume must find unchanged: the arguments that shape the model, its input or its batches
+FIXED_ON_RESUME = {"colorizer": ("preset", "image_size", "batch_size", "temperature"),
+                   "classifier": ("image_size", "batch_size", "sources")}
+
+
+def add_run_arguments(parser, kind: str, model: str = "the model") -> None:
+    """fit's --run-dir, --out, --resume and --overwrite (start_run applies them)."""
+    fixed = ", ".join(f"--{name.replace('_', '-')}" for name in FIXED_ON_RESUME[kind])
+    parser.add_argument("--run-dir", type=Path, default=Path(f"runs/{kind}"),
+                        help=f"the run folder: {STATE_FILE} (resumable state), {LOG_FILE} and, by default, the model "
+                        f"(default: runs/{kind} under the current folder)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"{model}, a .pt file (default: RUN_DIR/{MODEL_FILE}); an existing file that is not "
+                        "this run's output is replaced only with --overwrite")
+    parser.add_argument("--resume", action="store_true",
+                        help=f"continue RUN_DIR/{STATE_FILE} with the same {fixed}; a changed --epochs or --lr "
+                        "re-plans the learning-rate schedule")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start over in a run folder that holds a run, and replace an existing --out")
 
 
 class UsageError(Exception):
@@ -342,11 +361,11 @@ class RunComplete(Exception):
     """--resume of a run whose epochs are all done: the message is said and the command exits 0."""
 
 
-def start_run(args, kind: str, fixed: tuple[str, ...]) -> None:
+def start_run(args, kind: str) -> None:
     """Before any work: where fit writes, checked and said. --out defaults to RUN_DIR/model.pt (set in args, so
     the files record where it went). Refused (UsageError, exit 2): an --out that is no .pt name, a folder or a run
     file; a run folder holding a run, or an existing --out that is not this run's output, without --overwrite or
-    (for the run's own files) --resume; --resume that fails load_training_state. A resumed run with every epoch
+    (for the run's own files) --resume; --resume that fails load_training_state (FIXED_ON_RESUME[kind]). A resumed run with every epoch
     done raises RunComplete. Temp files of a killed save, in the run folder and beside --out, are removed."""
     folder = Path(args.run_dir)
     args.out, args.kind = Path(args.out) if args.out is not None else folder / MODEL_FILE, kind
@@ -354,7 +373,7 @@ def start_run(args, kind: str, fixed: tuple[str, ...]) -> None:
     remove_stale_partials(folder, args.out.parent)
     state_path, state = folder / STATE_FILE, None
     if args.resume:
-        state = load_training_state(state_path, kind, args, fixed)
+        state = load_training_state(state_path, kind, args, FIXED_ON_RESUME[kind])
         done, planned = state["epoch"] + 1, state["args"].get("epochs", args.epochs)
         if done >= args.epochs:
             raise RunComplete(f"nothing left to do: {done} of {max(planned, done)} epochs done in {folder} "
@@ -467,8 +486,8 @@ def continue_schedule(scheduler, optimizer, steps: int) -> float:
     return optimizer.param_groups[0]["lr"]
 
 
-def run_command(args, usage_errors: tuple = (), fit_kind: str | None = None, fixed_on_resume: tuple = ()) -> None:
-    """What every training CLI's main does: for fit, start_run(args, fit_kind, fixed_on_resume); run args.func;
+def run_command(args, usage_errors: tuple = (), fit_kind: str | None = None) -> None:
+    """What every training CLI's main does: for fit, start_run(args, fit_kind); run args.func;
     turn the errors library code raises into one line and an exit code: 2 data, checkpoint or usage; 1 training
     stopped or an output not written; 0 for a resumed run with nothing left to do; 130 / 143 interrupted by SIGINT
     / SIGTERM (temp files removed, fit resumable)."""
@@ -478,7 +497,7 @@ def run_command(args, usage_errors: tuple = (), fit_kind: str | None = None, fix
     try:
         with interruptible():
             if fit_kind is not None and args.command == "fit":
-                start_run(args, fit_kind, fixed_on_resume)
+                start_run(args, fit_kind)
             args.func(args)
     except RunComplete as exc:
         print(exc, file=sys.stderr)
