@@ -365,8 +365,9 @@ def start_run(args, kind: str) -> None:
     """Before any work: where fit writes, checked and said. --out defaults to RUN_DIR/model.pt (set in args, so
     the files record where it went). Refused (UsageError, exit 2): an --out that is no .pt name, a folder or a run
     file; a run folder holding a run, or an existing --out that is not this run's output, without --overwrite or
-    (for the run's own files) --resume; --resume that fails load_training_state (FIXED_ON_RESUME[kind]). A resumed run with every epoch
-    done raises RunComplete. Temp files of a killed save, in the run folder and beside --out, are removed."""
+    (for the run's own files) --resume; --resume that fails load_training_state (FIXED_ON_RESUME[kind]). A
+    resumed run with every epoch done raises RunComplete. Temp files of a killed save, in the run folder and beside
+    --out, are removed."""
     folder = Path(args.run_dir)
     args.out, args.kind = Path(args.out) if args.out is not None else folder / MODEL_FILE, kind
     check_out_name(args.out, folder)
