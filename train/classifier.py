@@ -163,7 +163,7 @@ def fit(args):
         timer = engine.Timer()
         record = engine.train_one_epoch(ddp_model, loader, compute_loss, optimizer, scheduler, scaler, device,
                                         amp_dtype, epoch, args.epochs, sampler)
-        engine.check_weights(model, epoch)  # on every rank: DDP keeps their weights equal
+        engine.check_weights(model, epoch, args)  # on every rank: DDP keeps their weights equal
         if engine.is_main_process():
             metrics = score_epoch(model, class_names, valid, eval_size, device)
             record.update(epoch=epoch + 1, lr=optimizer.param_groups[0]["lr"], seconds=round(timer.seconds(), 1),

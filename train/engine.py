@@ -234,13 +234,15 @@ def non_finite_count(state_dict: dict) -> tuple[int, int]:
     return bad, total
 
 
-def check_weights(model: torch.nn.Module, epoch: int) -> None:
+def check_weights(model: torch.nn.Module, epoch: int, args) -> None:
     """TrainingError when a weight is NaN or infinite (a finite loss does not prove finite weights: the last
-    step of an epoch is never followed by a loss); call it before an epoch's log line and files."""
+    step of an epoch is never followed by a loss); call it before an epoch's log line and files. The message
+    names the run's files that stay as the last good epoch left them."""
     bad, total = non_finite_count(half_state_dict(model))  # as saved: fp16 turns weights beyond 65504 into inf
     if bad:
-        raise TrainingError(f"{bad} of {total} weights are not finite after epoch {epoch + 1} (lower --lr); "
-                            "nothing of this epoch was saved, the files of the last good epoch are unchanged")
+        kept = [str(path) for path in (Path(args.out), Path(args.run_dir) / STATE_FILE) if path.is_file()]
+        raise TrainingError(f"{bad} of {total} weights are not finite after epoch {epoch + 1} (lower --lr); nothing "
+                            f"of this epoch was saved{': ' + ' and '.join(kept) + ' are unchanged' if kept else ''}")
 
 
 # ---------------------------------------------------------------- files
