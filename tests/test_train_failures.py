@@ -10,6 +10,7 @@ import json
 import math
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -25,7 +26,6 @@ import torch
 from export import onnx as export_onnx
 from tests.conftest import REPO
 from tests.flowers_fixture import make_tiny_flowers
-from tests.test_failures import _limit_file_size, partials
 from train import classifier, colorizer
 
 FAST = ["--batch-size", "8", "--image-size", "32", "--workers", "0", "--amp", "off", "--valid-images", "0"]
@@ -74,10 +74,20 @@ def in_process(ctx: Ctx, main, *args) -> Result:
     return Result(code, ctx.capfd.readouterr().err)
 
 
+def partials(folder: Path) -> list[Path]:
+    """Temp files of runtime.fileio's naming (`.NAME.partial-…`) anywhere under folder."""
+    return [p for p in folder.rglob("*") if ".partial-" in p.name]
+
+
 def subprocess_run(ctx: Ctx, module: str, *args, file_size_limit: int | None = None) -> Result:
+    """With file_size_limit, a write past it fails with EFBIG (SIGXFSZ ignored), as a full disk fails with ENOSPC."""
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
+
     result = subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=ctx.tmp, capture_output=True,
                             text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(REPO)},
-                            preexec_fn=_limit_file_size(file_size_limit) if file_size_limit else None)
+                            preexec_fn=limit if file_size_limit else None)
     return Result(result.returncode, result.stderr)
 
 

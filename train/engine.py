@@ -19,8 +19,6 @@ import signal
 import sys
 import threading
 import time
-import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +58,8 @@ def setup_device(requested: str = "auto") -> torch.device:
 
 
 def is_main_process() -> bool:
-    return not dist.is_initialized() or dist.get_rank() == 0
+    """Rank 0, also before the process group is joined (torchrun's RANK), so start_run speaks once."""
+    return dist.get_rank() == 0 if dist.is_initialized() else distributed_env()[0] == 0
 
 
 def barrier() -> None:
@@ -503,7 +502,8 @@ def run_command(args, usage_errors: tuple = (), fit_kind: str | None = None) -> 
                 start_run(args, fit_kind)
             args.func(args)
     except RunComplete as exc:
-        print(exc, file=sys.stderr)
+        if is_main_process():
+            print(exc, file=sys.stderr)
     except (DataError, CheckpointError, UsageError, FileNotFoundError, *usage_errors) as exc:
         fail(first_line(exc), code=2)
     except (TrainingError, OutputError) as exc:
