@@ -217,16 +217,18 @@ def test_missing_data_folder_is_one_clear_line(tmp_path, capfd, monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("preset", ["default", "seed"])
-def test_colorizer_fit_evaluate_and_tune(tiny_data, fitted_classifier, tmp_path, preset):
-    run("train.colorizer", "fit", "--data", tiny_data, "--classifier", fitted_classifier / "classifier.pt",
-        "--preset", preset, "--epochs", "1", "--batch-size", "8", *FAST, "--valid-images", "4",
-        "--out", tmp_path / "colorizer.pt", "--run-dir", tmp_path / "crun", "--cache-dir", tmp_path / "cache")
+def test_colorizer_fit_evaluate_and_tune(tiny_data, fitted_classifier, tmp_path, preset, capfd):
+    run_here(capfd, "train.colorizer", "fit", "--data", tiny_data, "--classifier",
+             fitted_classifier / "classifier.pt", "--preset", preset, "--epochs", "1", "--batch-size", "8", *FAST,
+             "--valid-images", "4", "--out", tmp_path / "colorizer.pt", "--run-dir", tmp_path / "crun",
+             "--cache-dir", tmp_path / "cache")
     meta = load_checkpoint(tmp_path / "colorizer.pt")["meta"]
     assert meta["preset"] == preset and meta["epochs_trained"] == 1 and meta["domain"] == "general"
     assert meta["classifier"]["classes"] == NUM_CLASSES
     assert {"valid_flowers_psnr", "valid_general_psnr"} <= set(meta["valid"])
-    result = run("train.colorizer", "evaluate", "--checkpoint", tmp_path / "colorizer.pt", "--data", tiny_data,
-                 "--subset", "test", "--json", "--grid", tmp_path / "grid.png", "--cache-dir", tmp_path / "cache")
+    result = run_here(capfd, "train.colorizer", "evaluate", "--checkpoint", tmp_path / "colorizer.pt", "--data",
+                      tiny_data, "--subset", "test", "--json", "--grid", tmp_path / "grid.png", "--cache-dir",
+                      tmp_path / "cache")
     scores = last_json(result)
     assert set(scores) >= {"flowers", "general"}
     flowers, general = scores["flowers"], scores["general"]
@@ -238,8 +240,9 @@ def test_colorizer_fit_evaluate_and_tune(tiny_data, fitted_classifier, tmp_path,
         assert 5.0 < result_set["psnr"] < 60.0 and 0.0 <= result_set["auc"] <= 1.0
     assert (tmp_path / "grid.png").stat().st_size > 0
 
-    run("train.colorizer", "tune", "--checkpoint", tmp_path / "colorizer.pt", "--data", tiny_data, "--input-sizes",
-        "32,64", "--temperatures", "0.2,1.0", "--min-colorfulness", "0", "--limit", "4", "--out", tmp_path / "tuned.pt")
+    run_here(capfd, "train.colorizer", "tune", "--checkpoint", tmp_path / "colorizer.pt", "--data", tiny_data,
+             "--input-sizes", "32,64", "--temperatures", "0.2,1.0", "--min-colorfulness", "0", "--limit", "4",
+             "--out", tmp_path / "tuned.pt")
     tuned = load_checkpoint(tmp_path / "tuned.pt")
     chosen = tuned["meta"]["tuning"]["chosen"]
     assert tuned["meta"]["input_size"] == chosen["input_size"] in (32, 64)
@@ -250,10 +253,10 @@ def test_colorizer_fit_evaluate_and_tune(tiny_data, fitted_classifier, tmp_path,
 
 
 @pytest.mark.slow
-def test_colorizer_fit_on_a_plain_image_folder(tiny_data, tmp_path):
-    run("train.colorizer", "fit", "--images", tiny_data / "flowers-102" / "jpg", "--encoder-init", "none",
-        "--epochs", "1", "--batch-size", "8", *FAST, "--limit", "16", "--out", tmp_path / "c.pt",
-        "--run-dir", tmp_path / "crun", "--cache-dir", tmp_path / "cache")
+def test_colorizer_fit_on_a_plain_image_folder(tiny_data, tmp_path, capfd):
+    run_here(capfd, "train.colorizer", "fit", "--images", tiny_data / "flowers-102" / "jpg", "--encoder-init",
+             "none", "--epochs", "1", "--batch-size", "8", *FAST, "--limit", "16", "--out", tmp_path / "c.pt",
+             "--run-dir", tmp_path / "crun", "--cache-dir", tmp_path / "cache")
     meta = load_checkpoint(tmp_path / "c.pt")["meta"]
     assert meta["training_data"].startswith("images under") and meta["domain"] == "custom"
 
