@@ -381,8 +381,8 @@ def start_run(args, kind: str) -> None:
             raise RunComplete(f"nothing left to do: {done} of {max(planned, done)} epochs done in {folder} "
                               "(pass a larger --epochs to train on)")
         if is_main_process() and planned != args.epochs:
-            print(f"note: {folder} was planned for {planned} epochs; the learning-rate schedule now spans "
-                  f"{args.epochs}", file=sys.stderr)
+            print(f"note: {folder} was planned with --epochs {planned}; the learning-rate schedule now spans "
+                  f"--epochs {args.epochs} from the {done} done", file=sys.stderr)
     elif state_path.is_file() and not args.overwrite:
         raise UsageError(f"{folder} holds a run ({STATE_FILE}); pass --resume to continue it, --overwrite to start "
                          "over, or another --run-dir")
