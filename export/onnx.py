@@ -35,9 +35,10 @@ import torch
 import torch.nn.functional as F
 
 from runtime import contract
+from runtime.cli import interrupt_code, interruptible
 from runtime.fileio import fail, first_line, write_bytes_atomic
 from train import data as flowers
-from train.engine import CheckpointError, file_sha256
+from train.engine import CheckpointError, file_sha256, non_finite_count, signals_deferred
 from train.models import load_colorizer
 
 DEFAULT_OPSET = 18  # the lowest opset the torch.export-based exporter writes natively; ORT >= 1.14 runs it
@@ -350,7 +351,9 @@ def save_atomic(model_proto: onnx.ModelProto, out: Path) -> None:
 def get_args_parser():
     parser = argparse.ArgumentParser(description="Export a colorizer checkpoint to ONNX", prog="python -m export.onnx")
     parser.add_argument("--checkpoint", type=Path, required=True, help="colorizer .pt (train.colorizer fit)")
-    parser.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="the .onnx file to write; an existing file is replaced only with --overwrite")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"])
     parser.add_argument("--calibration", type=Path, help="int8: a Flowers-102 root (seed train subset) or image folder")
     parser.add_argument("--calibration-images", type=int, default=128, help="int8: how many calibration images")
@@ -358,14 +361,24 @@ def get_args_parser():
     return parser
 
 
-def main(argv=None):
-    args = get_args_parser().parse_args(argv)
+def check_out(args) -> None:
+    """One `error:` line (exit 2) for an --out that is no .onnx name, the checkpoint, a folder, or an existing
+    file without --overwrite: nothing the user has is replaced by accident."""
     if not args.checkpoint.is_file():
         fail(f"checkpoint not found: {args.checkpoint}", code=2)
     if args.out.resolve() == args.checkpoint.resolve():
         fail("--out is the checkpoint itself; choose another file", code=2)
     if args.out.is_dir():
         fail(f"--out {args.out} is a folder; give the .onnx file to write", code=2)
+    if args.out.suffix != ".onnx":
+        fail(f"--out {args.out}: not an .onnx file name (the exporter writes ONNX files only)", code=2)
+    if args.out.exists() and not args.overwrite:
+        fail(f"{args.out} exists; pass --overwrite to replace it", code=2)
+
+
+def main(argv=None):
+    args = get_args_parser().parse_args(argv)
+    check_out(args)
     if not DEFAULT_OPSET <= args.opset <= onnx.defs.onnx_opset_version():
         fail(f"--opset must be between {DEFAULT_OPSET} and {onnx.defs.onnx_opset_version()} (this exporter and onnx)",
              code=2)
@@ -380,12 +393,21 @@ def main(argv=None):
         except flowers.DataError as exc:
             fail(first_line(exc), code=2)
     model, meta = load_colorizer_or_fail(args.checkpoint)
+    bad, total = non_finite_count(model.state_dict())
+    if bad:
+        fail(f"{args.checkpoint}: {bad} of {total} weights are not finite (NaN or inf); not exported", code=2)
     print(f"exporting {args.checkpoint} ({args.precision}, opset {args.opset})", file=sys.stderr)
     try:
-        model_proto = export(model, meta, file_sha256(args.checkpoint), args.precision, args.opset, calibration)
+        with interruptible():  # SIGTERM too ends in the cleanup that removes the temp file
+            model_proto = export(model, meta, file_sha256(args.checkpoint), args.precision, args.opset, calibration)
+            with signals_deferred():  # a signal waits for the save to finish or fail and remove its temp file
+                save_atomic(model_proto, args.out)
     except flowers.DataError as exc:  # a calibration image that cannot be read
         fail(first_line(exc), code=2)
-    save_atomic(model_proto, args.out)
+    except OSError as exc:  # a full disk, here or in int8's temporary folder; write_atomic removed its temp file
+        fail(f"cannot write {args.out}: {exc.strerror or first_line(exc)} (nothing written)", code=1)
+    except KeyboardInterrupt as exc:
+        fail("interrupted; nothing written", code=interrupt_code(exc))
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB)", file=sys.stderr)
 
 

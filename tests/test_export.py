@@ -126,6 +126,7 @@ def exported(request, tmp_path_factory):
     return checkpoint, out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", [(1, 1, 64, 64), (2, 1, 96, 64), (2, 1, 96, 96)])
 def test_fp32_onnx_matches_pytorch(exported, shape):
     checkpoint, onnx_path = exported
@@ -136,6 +137,7 @@ def test_fp32_onnx_matches_pytorch(exported, shape):
     assert np.abs(theirs).max() > 1.0  # the model colours something, so parity means something
 
 
+@pytest.mark.slow
 def test_a_size_that_is_not_a_multiple_of_32_still_matches(exported):
     """The contract asks the runtime for multiples of 32, but the graph itself gives ab at the input's own
     size for any side >= 32 (the seed model's traced decoder alone would give 128 x 160 here)."""
@@ -146,6 +148,7 @@ def test_a_size_that_is_not_a_multiple_of_32_still_matches(exported):
     assert np.abs(ours - theirs).max() <= 0.01
 
 
+@pytest.mark.slow
 def test_metadata_round_trips(exported):
     checkpoint, onnx_path = exported
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
@@ -166,6 +169,7 @@ def test_metadata_round_trips(exported):
     assert [(o.name, o.type) for o in session.get_outputs()] == [("ab", "tensor(float)")]
 
 
+@pytest.mark.slow
 def test_temperature_input_changes_the_output_as_in_pytorch(exported):
     checkpoint, onnx_path = exported
     if torch.load(checkpoint, weights_only=True)["meta"]["preset"] != "default":
@@ -180,6 +184,7 @@ def test_temperature_input_changes_the_output_as_in_pytorch(exported):
     assert np.abs(hotter - torch_ab(checkpoint, lightness, temperature=1.0)).max() <= 0.01  # and means the same
 
 
+@pytest.mark.slow
 def test_fp32_file_stores_its_weights_at_half_size(exported):
     """The checkpoint's weights are fp16 values: the fp32 file keeps them as fp16 (exactly, see the parity tests)."""
     checkpoint, onnx_path = exported
@@ -187,6 +192,7 @@ def test_fp32_file_stores_its_weights_at_half_size(exported):
     assert onnx_path.stat().st_size < 0.6 * 4 * parameters
 
 
+@pytest.mark.slow
 def test_reexport_is_byte_identical_and_leaves_the_checkpoint_alone(exported, tmp_path):
     checkpoint, onnx_path = exported
     before = sha256(checkpoint)
@@ -197,6 +203,7 @@ def test_reexport_is_byte_identical_and_leaves_the_checkpoint_alone(exported, tm
     assert [p.name for p in tmp_path.iterdir()] == ["again.onnx"]  # no temporary file left behind
 
 
+@pytest.mark.slow
 def test_verify_passes_an_honest_export(exported, tiny_data):
     checkpoint, onnx_path = exported
     result = run("export.verify", "--checkpoint", checkpoint, "--onnx", onnx_path, "--data", tiny_data,
@@ -216,6 +223,7 @@ def test_verify_samples_flowers_and_general_half_each(tiny_data):
     assert len(set(paths)) == 6
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("exported", ["default"], indirect=True)  # one preset is enough
 def test_verify_holds_a_file_to_the_asked_precision_not_its_label(exported, tiny_data, tmp_path):
     """A perturbed fp32 file relabelled int8: without --precision it is held to fp32 and fails (exit 1), with a
@@ -245,6 +253,7 @@ def default_checkpoint(tmp_path_factory):
     return make_checkpoint(tmp_path_factory.mktemp("default") / "colorizer.pt", "default")
 
 
+@pytest.mark.slow
 def test_fp16_keeps_fp32_io_and_passes_the_verifier(default_checkpoint, tiny_data, tmp_path):
     out = tmp_path / "colorizer-fp16.onnx"
     run("export.onnx", "--checkpoint", default_checkpoint, "--out", out, "--precision", "fp16")
@@ -261,6 +270,7 @@ def test_fp16_keeps_fp32_io_and_passes_the_verifier(default_checkpoint, tiny_dat
     assert "warning" not in result.stderr
 
 
+@pytest.mark.slow
 def test_int8_export_is_a_valid_qdq_model_and_passes_the_verifier(default_checkpoint, tiny_data, tmp_path):
     out = tmp_path / "colorizer-int8.onnx"
     run("export.onnx", "--checkpoint", default_checkpoint, "--out", out, "--precision", "int8",

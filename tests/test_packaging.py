@@ -152,6 +152,7 @@ def wheel(tmp_path_factory) -> zipfile.ZipFile:
         yield archive
 
 
+@pytest.mark.slow
 def test_wheel_ships_the_colorizer_models_and_model_card_but_no_pt(wheel):
     """The wheel carries colorizer*.onnx; the seed preset's ONNX (for comparisons) and the .pt files stay in the repo."""
     names = set(wheel.namelist())
@@ -165,6 +166,7 @@ def test_wheel_ships_the_colorizer_models_and_model_card_but_no_pt(wheel):
     assert "train/seed_split.csv" in names
 
 
+@pytest.mark.slow
 def test_wheel_holds_every_source_module(wheel):
     names = set(wheel.namelist())
     for top in SOURCE_PACKAGES:
@@ -173,6 +175,7 @@ def test_wheel_holds_every_source_module(wheel):
     assert "runtime/models/__init__.py" in names
 
 
+@pytest.mark.slow
 def test_wheel_metadata_names_the_console_scripts_and_extras(wheel):
     (entry_points,) = [n for n in wheel.namelist() if n.endswith(".dist-info/entry_points.txt")]
     text = wheel.read(entry_points).decode()

@@ -3,6 +3,7 @@ evaluate prints, a NaN loss stops training without touching the saved files, res
 weights as an uninterrupted run, torchrun works with 2 CPU processes, evaluate gives known answers, and every
 unusable input (a missing, damaged or wrong-kind file) is one `error:` line with exit 2."""
 
+import importlib
 import json
 import re
 import shutil
@@ -41,6 +42,19 @@ def run(module, *args, env=None, check=True):
     return run_module(module, *args, env=env, check=check)
 
 
+def run_here(capfd, module, *args, check=True) -> subprocess.CompletedProcess:
+    """run() in this process (seconds of imports saved): main(argv), its exit code and what it printed."""
+    capfd.readouterr()
+    try:
+        code = importlib.import_module(module).main([str(a) for a in args]) or 0
+    except SystemExit as exit_:
+        code = exit_.code
+    out, err = capfd.readouterr()
+    if check and code != 0:
+        raise AssertionError(f"{module} {args} exited {code}:\n{err[-3000:]}")
+    return subprocess.CompletedProcess([module, *args], code, out, err)
+
+
 def last_json(result) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -71,6 +85,7 @@ def test_rgb_to_lab_matches_skimage():
     assert np.abs(ours - rgb2lab(rgb)).max() < 1e-3
 
 
+@pytest.mark.slow
 def test_classifier_fit_writes_a_loadable_checkpoint_and_log(fitted_classifier):
     checkpoint = load_checkpoint(fitted_classifier / "classifier.pt")
     meta = checkpoint["meta"]
@@ -87,6 +102,7 @@ def test_classifier_fit_writes_a_loadable_checkpoint_and_log(fitted_classifier):
     assert meta["valid_top1"] == max(r["valid_top1"] for r in log)  # the best epoch is the one shipped
 
 
+@pytest.mark.slow
 def test_classifier_fit_records_exactly_what_evaluate_prints(fitted_classifier, tiny_data, tmp_path):
     meta = load_checkpoint(fitted_classifier / "classifier.pt")["meta"]
     result = run("train.classifier", "evaluate", "--checkpoint", fitted_classifier / "classifier.pt", "--data",
@@ -101,11 +117,13 @@ def test_classifier_fit_records_exactly_what_evaluate_prints(fitted_classifier, 
     assert f"({meta['valid_correct']}/{meta['valid_images']})" in result.stderr  # the table says the same
 
 
+@pytest.mark.slow
 def test_a_nan_loss_stops_training_and_leaves_the_saved_weights_alone(fitted_classifier, tiny_data, tmp_path):
     shutil.copytree(fitted_classifier, tmp_path / "run-copy")
     folder = tmp_path / "run-copy"
     before = {p: p.read_bytes() for p in (folder / "classifier.pt", folder / "run" / "last.pt")}
-    result = run("train.classifier", *classifier_fit(tiny_data, folder, "--lr", "1e30", epochs=2), check=False)
+    result = run("train.classifier", *classifier_fit(tiny_data, folder, "--lr", "1e30", "--overwrite", epochs=2),
+                 check=False)
     assert result.returncode == 1, result.stderr[-2000:]
     errors = [line for line in terminal_lines(result.stderr) if line.startswith("error:")]
     assert len(errors) == 1 and re.match(r"error: loss is (nan|inf|-inf) at epoch 1", errors[0]), errors
@@ -114,6 +132,7 @@ def test_a_nan_loss_stops_training_and_leaves_the_saved_weights_alone(fitted_cla
     assert len((folder / "run" / "log.jsonl").read_text().splitlines()) == 2  # no epoch logged
 
 
+@pytest.mark.slow
 def test_classifier_resume_after_kill_matches_uninterrupted_run(tiny_data, tmp_path):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     run("train.classifier", *classifier_fit(tiny_data, straight, epochs=3))
@@ -138,6 +157,7 @@ def test_classifier_resume_after_kill_matches_uninterrupted_run(tiny_data, tmp_p
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from the uninterrupted run"
 
 
+@pytest.mark.slow
 def test_classifier_under_torchrun_with_two_cpu_processes(tiny_data, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
@@ -161,9 +181,10 @@ def fixed_classifier(path, num_classes: int, favourite: int, classes=None) -> Pa
     return path
 
 
-def test_classifier_evaluate_known_answers(tiny_data, tmp_path):
+def test_classifier_evaluate_known_answers(tiny_data, tmp_path, capfd):
     # a flower-only (102-class) model is scored on the flowers alone: class index 1 = label 2, a third of them
-    result = run("train.classifier", "evaluate", "--checkpoint", fixed_classifier(tmp_path / "f.pt", 102, 1),
+    result = run_here(capfd, "train.classifier", "evaluate", "--checkpoint",
+                      fixed_classifier(tmp_path / "f.pt", 102, 1),
                  "--data", tiny_data, "--subset", "valid", "--json", "--cache-dir", tmp_path / "cache")
     scores = last_json(result)
     assert (scores["correct"], scores["images"]) == (4, FLOWER_VALID)
@@ -173,7 +194,8 @@ def test_classifier_evaluate_known_answers(tiny_data, tmp_path):
     names = [f"flowers/{i + 1:03d}" for i in range(FLOWER_CLASSES)] + sorted(f"{s}/{label}" for s, label in GENERAL_LABELLED)
     favourite = names.index("houses/kitchen")
     checkpoint = fixed_classifier(tmp_path / "g.pt", NUM_CLASSES, favourite, names)
-    scores = last_json(run("train.classifier", "evaluate", "--checkpoint", checkpoint, "--data", tiny_data,
+    scores = last_json(run_here(capfd, "train.classifier", "evaluate", "--checkpoint", checkpoint, "--data",
+                                tiny_data,
                            "--subset", "valid", "--json", "--cache-dir", tmp_path / "cache"))
     general = len(GENERAL_LABELLED) * GENERAL_PER_CLASS[1]
     assert (scores["correct"], scores["images"]) == (1, FLOWER_VALID + general)
@@ -183,24 +205,30 @@ def test_classifier_evaluate_known_answers(tiny_data, tmp_path):
     assert scores["flowers_102way"] == {"correct": 4, "images": FLOWER_VALID}
 
 
-def test_missing_data_folder_is_one_clear_line(tmp_path):
-    result = run("train.classifier", "fit", "--data", tmp_path / "nowhere", check=False)
+def test_missing_data_folder_is_one_clear_line(tmp_path, capfd, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = run_here(capfd, "train.classifier", "fit", "--data", tmp_path / "nowhere", check=False)
     assert result.returncode == 2
-    assert result.stderr.strip().startswith("error: no flowers-102/ folder")
+    lines = terminal_lines(result.stderr)  # the first says where the run would have written
+    assert lines[-1].startswith("error: no flowers-102/ folder") and sum("error:" in line for line in lines) == 1
     assert "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing written
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", ["default", "seed"])
-def test_colorizer_fit_evaluate_and_tune(tiny_data, fitted_classifier, tmp_path, preset):
-    run("train.colorizer", "fit", "--data", tiny_data, "--classifier", fitted_classifier / "classifier.pt",
-        "--preset", preset, "--epochs", "1", "--batch-size", "8", *FAST, "--valid-images", "4",
-        "--out", tmp_path / "colorizer.pt", "--run-dir", tmp_path / "crun", "--cache-dir", tmp_path / "cache")
+def test_colorizer_fit_evaluate_and_tune(tiny_data, fitted_classifier, tmp_path, preset, capfd):
+    run_here(capfd, "train.colorizer", "fit", "--data", tiny_data, "--classifier",
+             fitted_classifier / "classifier.pt", "--preset", preset, "--epochs", "1", "--batch-size", "8", *FAST,
+             "--valid-images", "4", "--out", tmp_path / "colorizer.pt", "--run-dir", tmp_path / "crun",
+             "--cache-dir", tmp_path / "cache")
     meta = load_checkpoint(tmp_path / "colorizer.pt")["meta"]
     assert meta["preset"] == preset and meta["epochs_trained"] == 1 and meta["domain"] == "general"
     assert meta["classifier"]["classes"] == NUM_CLASSES
     assert {"valid_flowers_psnr", "valid_general_psnr"} <= set(meta["valid"])
-    result = run("train.colorizer", "evaluate", "--checkpoint", tmp_path / "colorizer.pt", "--data", tiny_data,
-                 "--subset", "test", "--json", "--grid", tmp_path / "grid.png", "--cache-dir", tmp_path / "cache")
+    result = run_here(capfd, "train.colorizer", "evaluate", "--checkpoint", tmp_path / "colorizer.pt", "--data",
+                      tiny_data, "--subset", "test", "--json", "--grid", tmp_path / "grid.png", "--cache-dir",
+                      tmp_path / "cache")
     scores = last_json(result)
     assert set(scores) >= {"flowers", "general"}
     flowers, general = scores["flowers"], scores["general"]
@@ -212,8 +240,9 @@ def test_colorizer_fit_evaluate_and_tune(tiny_data, fitted_classifier, tmp_path,
         assert 5.0 < result_set["psnr"] < 60.0 and 0.0 <= result_set["auc"] <= 1.0
     assert (tmp_path / "grid.png").stat().st_size > 0
 
-    run("train.colorizer", "tune", "--checkpoint", tmp_path / "colorizer.pt", "--data", tiny_data, "--input-sizes",
-        "32,64", "--temperatures", "0.2,1.0", "--min-colorfulness", "0", "--limit", "4", "--out", tmp_path / "tuned.pt")
+    run_here(capfd, "train.colorizer", "tune", "--checkpoint", tmp_path / "colorizer.pt", "--data", tiny_data,
+             "--input-sizes", "32,64", "--temperatures", "0.2,1.0", "--min-colorfulness", "0", "--limit", "4",
+             "--out", tmp_path / "tuned.pt")
     tuned = load_checkpoint(tmp_path / "tuned.pt")
     chosen = tuned["meta"]["tuning"]["chosen"]
     assert tuned["meta"]["input_size"] == chosen["input_size"] in (32, 64)
@@ -223,25 +252,26 @@ def test_colorizer_fit_evaluate_and_tune(tiny_data, fitted_classifier, tmp_path,
         assert float(tuned["model"]["temperature"]) == pytest.approx(chosen["temperature"])
 
 
-def test_colorizer_fit_on_a_plain_image_folder(tiny_data, tmp_path):
-    run("train.colorizer", "fit", "--images", tiny_data / "flowers-102" / "jpg", "--encoder-init", "none",
-        "--epochs", "1", "--batch-size", "8", *FAST, "--limit", "16", "--out", tmp_path / "c.pt",
-        "--run-dir", tmp_path / "crun", "--cache-dir", tmp_path / "cache")
+@pytest.mark.slow
+def test_colorizer_fit_on_a_plain_image_folder(tiny_data, tmp_path, capfd):
+    run_here(capfd, "train.colorizer", "fit", "--images", tiny_data / "flowers-102" / "jpg", "--encoder-init",
+             "none", "--epochs", "1", "--batch-size", "8", *FAST, "--limit", "16", "--out", tmp_path / "c.pt",
+             "--run-dir", tmp_path / "crun", "--cache-dir", tmp_path / "cache")
     meta = load_checkpoint(tmp_path / "c.pt")["meta"]
     assert meta["training_data"].startswith("images under") and meta["domain"] == "custom"
 
 
-def test_evaluate_grid_is_not_replaced_without_overwrite(tiny_data, tmp_path):
+def test_evaluate_grid_is_not_replaced_without_overwrite(tiny_data, tmp_path, capfd):
     model = make_tiny_colorizer(tmp_path / "tiny.onnx")
     grid = tmp_path / "grid.png"
     grid.write_bytes(b"someone's picture")
     args = ["evaluate", "--onnx", model, "--data", tiny_data, "--sets", "flowers", "--limit", "2",
             "--grid", grid, "--grid-images", "2", "--cache-dir", tmp_path / "cache"]
-    refused = run("train.colorizer", *args, check=False)
+    refused = run_here(capfd, "train.colorizer", *args, check=False)
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert terminal_lines(refused.stderr) == [f"error: {grid} exists; pass --overwrite to replace it"]
     assert grid.read_bytes() == b"someone's picture"
-    run("train.colorizer", *args, "--overwrite")
+    run_here(capfd, "train.colorizer", *args, "--overwrite")
     assert grid.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp file left
 

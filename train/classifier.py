@@ -20,6 +20,7 @@ from torchvision.transforms import v2
 from tqdm import tqdm
 
 from train import data as flowers
+from runtime.cli import positive_int
 from runtime.fileio import first_line
 from train import engine
 from train.data import ImageArrayDataset
@@ -119,12 +120,12 @@ def warm_start(model, path, class_names: list[str]) -> None:
 
 
 def fit(args):
+    """Train (or --resume; engine.start_run checked where it writes); --out is the best epoch on valid."""
     device = engine.setup_device(args.device)
     _, world_size, _ = engine.distributed_env()
     engine.seed_everything(args.seed)
     amp_dtype = engine.autocast_dtype(device, args.amp)
-    run_dir = Path(args.run_dir)
-    state_path, log = run_dir / "last.pt", engine.EpochLog(run_dir / "log.jsonl")
+    state_path, log = args.run_dir / engine.STATE_FILE, engine.EpochLog(args.run_dir / engine.LOG_FILE)
     eval_size = args.eval_image_size or args.image_size
 
     if args.download and engine.is_main_process():
@@ -132,7 +133,7 @@ def fit(args):
     engine.barrier()
     general = args.sources == "all"
     train_images, train_labels, _, class_names = load_subset(args, "train", args.image_size, general)
-    valid_images, valid_labels, valid_groups, _ = load_subset(args, "valid", eval_size, general)
+    valid = load_subset(args, "valid", eval_size, general)[:3]
 
     train_set = ImageArrayDataset(train_images, train_labels, train_transform(args.image_size))
     loader, sampler = engine.train_loader(train_set, args.batch_size, args.workers, args.seed)
@@ -147,13 +148,8 @@ def fit(args):
     steps_per_epoch = max(1, len(loader))
     scheduler = engine.warmup_cosine(optimizer, args.epochs * steps_per_epoch, args.warmup_epochs * steps_per_epoch)
     scaler = engine.make_grad_scaler(device, amp_dtype)
-    start_epoch, best_top1 = 0, -1.0
-
     state = engine.resume_training_state(state_path, model, optimizer, scheduler, scaler) if args.resume else None
-    if state is not None:
-        start_epoch, best_top1 = state["epoch"] + 1, state["best_top1"]
-    elif state_path.is_file() and engine.is_main_process():
-        print(f"note: {state_path} exists; starting over (pass --resume to continue it)", file=sys.stderr)
+    start_epoch, best_top1 = (state["epoch"] + 1, state["best_top1"]) if state is not None else (0, -1.0)
 
     def compute_loss(net, batch):
         images, target = batch
@@ -167,27 +163,14 @@ def fit(args):
         timer = engine.Timer()
         record = engine.train_one_epoch(ddp_model, loader, compute_loss, optimizer, scheduler, scaler, device,
                                         amp_dtype, epoch, args.epochs, sampler)
+        engine.check_weights(model, epoch, args)  # on every rank: DDP keeps their weights equal
         if engine.is_main_process():
-            # score the weights as shipped (fp16), so the counts recorded are the ones `evaluate` reproduces
-            shipped = resnet18_gray(num_classes=len(class_names))
-            shipped.load_state_dict({k: v.float() if v.is_floating_point() else v
-                                     for k, v in engine.half_state_dict(model).items()})
-            shipped = shipped.to(device, memory_format=torch.channels_last)
-            metrics = evaluate_model(shipped, valid_images, valid_labels, valid_groups, eval_size, device)
-            flower = metrics["flowers_102way"]
-            record = {
-                "epoch": epoch + 1,
-                **record,
-                "valid_top1": metrics["top1"],
-                "valid_top5": metrics["top5"],
-                "valid_flowers_102way": flower["correct"] / max(flower["images"], 1),
-                "valid_per_source": metrics["per_source"],
-                "lr": optimizer.param_groups[0]["lr"],
-                "seconds": round(timer.seconds(), 1),
-                "world_size": world_size,
-            }
-            log.append(record)
-            print(json.dumps(record), file=sys.stderr)
+            metrics = score_epoch(model, class_names, valid, eval_size, device)
+            record.update(epoch=epoch + 1, lr=optimizer.param_groups[0]["lr"], seconds=round(timer.seconds(), 1),
+                          world_size=world_size)
+            line = epoch_record(record, metrics)
+            log.append(line)
+            print(engine.strict_json(line), file=sys.stderr)
             if metrics["top1"] > best_top1:
                 best_top1 = metrics["top1"]
                 engine.atomic_save(shipped_checkpoint(model, args, epoch + 1, metrics, class_names, eval_size), args.out)
@@ -196,6 +179,24 @@ def fit(args):
     if engine.is_main_process():
         print(f"best valid top-1 {best_top1:.4f}; model at {args.out}; log at {log.path}", file=sys.stderr)
     engine.cleanup_distributed()
+
+
+def score_epoch(model, class_names, valid, eval_size, device) -> dict:
+    """Score the weights as shipped (fp16), so the counts recorded are the ones `evaluate` reproduces."""
+    shipped = resnet18_gray(num_classes=len(class_names))
+    shipped.load_state_dict({k: v.float() if v.is_floating_point() else v
+                             for k, v in engine.half_state_dict(model).items()})
+    shipped = shipped.to(device, memory_format=torch.channels_last)
+    return evaluate_model(shipped, *valid, eval_size, device)
+
+
+def epoch_record(record: dict, metrics: dict) -> dict:
+    """train_one_epoch's record and the valid scores -> the log line (epoch first)."""
+    flower = metrics["flowers_102way"]
+    return {"epoch": record["epoch"], **{k: v for k, v in record.items() if k != "epoch"},
+            "valid_top1": metrics["top1"], "valid_top5": metrics["top5"],
+            "valid_flowers_102way": flower["correct"] / max(flower["images"], 1),
+            "valid_per_source": metrics["per_source"]}
 
 
 def shipped_checkpoint(model, args, epoch: int, valid: dict, class_names: list[str], eval_size: int) -> dict:
@@ -278,19 +279,17 @@ def get_args_parser():
     f.add_argument("--sources", default="all", choices=["all", "flowers"],
                    help="all: Flowers-102 and the labelled general sources (if general/ is there); flowers: 102 classes")
     f.add_argument("--init", type=Path, help="warm start from this classifier checkpoint (fc rows kept per class)")
-    f.add_argument("--eval-image-size", type=int, default=None, help="valid evaluation size (default: --image-size)")
-    f.add_argument("--epochs", type=int, default=40)
-    f.add_argument("--image-size", type=int, default=112)
-    f.add_argument("--batch-size", type=int, default=64, help="global batch, split across torchrun processes")
-    f.add_argument("--lr", type=float, default=0.1)
-    f.add_argument("--weight-decay", type=float, default=5e-4)
-    f.add_argument("--label-smoothing", type=float, default=0.1)
+    f.add_argument("--eval-image-size", type=positive_int, default=None, help="valid evaluation size (default: --image-size)")
+    f.add_argument("--epochs", type=positive_int, default=40)
+    f.add_argument("--image-size", type=positive_int, default=112)
+    f.add_argument("--batch-size", type=positive_int, default=64, help="global batch, split across torchrun processes")
+    f.add_argument("--lr", type=engine.positive_float, default=0.1)
+    f.add_argument("--weight-decay", type=engine.non_negative_float, default=5e-4)
+    f.add_argument("--label-smoothing", type=engine.non_negative_float, default=0.1)
     f.add_argument("--warmup-epochs", type=int, default=2)
     f.add_argument("--workers", type=int, default=1)
     f.add_argument("--seed", type=int, default=0)
-    f.add_argument("--out", type=Path, default=Path("checkpoints/classifier.pt"), help="best-on-valid model (shipped)")
-    f.add_argument("--run-dir", type=Path, default=Path("runs/classifier"), help="resumable state and log.jsonl")
-    f.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+    engine.add_run_arguments(f, "classifier", "the best-on-valid model")
     f.add_argument("--download", action="store_true", help="opt-in: fetch Flowers-102 with torchvision (internet)")
     f.set_defaults(func=fit)
 
@@ -305,7 +304,7 @@ def get_args_parser():
 
 
 def main(argv=None):
-    engine.run_command(get_args_parser().parse_args(argv))
+    engine.run_command(get_args_parser().parse_args(argv), fit_kind="classifier")
 
 
 if __name__ == "__main__":

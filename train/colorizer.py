@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from train import data as datasets
 from runtime import contract
+from runtime.cli import positive_int
 from runtime.fileio import fail
 from runtime.model import ColorizerModel, ModelError, ProviderError
 from train import engine, evaluation, losses
@@ -56,17 +57,21 @@ def lab_batch(batch, device):
     return normalize_l(lightness).contiguous(memory_format=torch.channels_last), lab[:, 1:]
 
 
+def probability(text: str) -> float:
+    value = engine.non_negative_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
 def parse_mix(text: str) -> dict[str, float]:
     """'flowers=0.5,general=1,photos=1' -> {set: passes per epoch}."""
     mix = {}
     for part in filter(None, text.split(",")):
-        name, _, value = part.partition("=")
-        try:
-            mix[name.strip()] = float(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"--mix wants SET=PASSES pairs, got {part!r}") from None
-        if not (np.isfinite(mix[name.strip()]) and mix[name.strip()] >= 0):
-            raise argparse.ArgumentTypeError(f"--mix {name}: passes per epoch must be >= 0, got {value}")
+        name, equals, value = part.partition("=")
+        if not equals:
+            raise argparse.ArgumentTypeError(f"wants SET=PASSES pairs, got {part!r}")
+        mix[name.strip()] = engine.non_negative_float(value)
     return mix
 
 
@@ -88,9 +93,11 @@ def training_sets(args) -> list[tuple[str, list]]:
     return sets
 
 
-def describe_mix(sets, mix) -> str:
+def describe_mix(sets, mix, images=None) -> str:
     """For the model card: each set, its size and its passes per epoch."""
-    return " + ".join(f"{name} train ({len(paths)}, x{mix.get(name, 1.0):g}/epoch)" for name, paths in sets)
+    labels = {"images": f"images under {images}"}
+    return " + ".join(f"{labels.get(name, name + ' train')} ({len(paths)}, x{mix.get(name, 1.0):g}/epoch)"
+                      for name, paths in sets)
 
 
 def validation_sets(args) -> list[tuple[str, list, list, int | None]]:
@@ -188,7 +195,7 @@ def training_data(args):
     sampler = datasets.MixtureSampler([len(a) for a in arrays], [args.mix.get(n, 1.0) for n, _ in sets], args.seed)
     loader = DataLoader(dataset, batch_size=sampler.per_rank_batch(args.batch_size), sampler=sampler, drop_last=True,
                         num_workers=args.workers, persistent_workers=args.workers > 0)
-    return images, loader, sampler, describe_mix(sets, args.mix)
+    return images, loader, sampler, describe_mix(sets, args.mix, args.images)
 
 
 def training_meta(args, recipe, model_kwargs, amp_dtype, classifier_meta, description) -> dict:
@@ -233,8 +240,7 @@ def fit(args):
     engine.seed_everything(args.seed)
     amp_dtype = engine.autocast_dtype(device, args.amp)
     recipe = recipe_of(args)
-    run_dir = Path(args.run_dir)
-    state_path, log = run_dir / "last.pt", engine.EpochLog(run_dir / "log.jsonl")
+    state_path, log = args.run_dir / engine.STATE_FILE, engine.EpochLog(args.run_dir / engine.LOG_FILE)
     encoder_state, classifier_meta = encoder_start(args)
     images, loader, sampler, description = training_data(args)
     valid_sets = validation_sets(args)
@@ -256,11 +262,12 @@ def fit(args):
         timer = engine.Timer()
         record = engine.train_one_epoch(ddp_model, loader, batch_loss, optimizer, scheduler, scaler, device,
                                         amp_dtype, epoch, args.epochs, sampler)
+        engine.check_weights(model, epoch, args)
         if engine.is_main_process():
             record = {"epoch": epoch + 1, **record, "lr": optimizer.param_groups[0]["lr"],
                       **validate(model, meta, valid_sets, device), "seconds": round(timer.seconds(), 1)}
             log.append(record)
-            print(json.dumps(record), file=sys.stderr)
+            print(engine.strict_json(record), file=sys.stderr)
             meta.update(epochs_trained=epoch + 1, valid=record)
             engine.atomic_save({"model": engine.half_state_dict(model), "meta": dict(meta)}, args.out)
             engine.save_training_state(state_path, model, optimizer, scheduler, scaler, epoch, args)
@@ -410,40 +417,7 @@ def get_args_parser():
 
     f = sub.add_parser("fit", help="train a colorizer (or --resume)")
     common(f)
-    f.add_argument("--data", type=Path, help="data root: the folder that holds flowers-102/ and general/ (train on "
-                   "their train subsets)")
-    f.add_argument("--sources", default="all", choices=["all", "flowers", "general"],
-                   help="with --data: which sets to train on (all: both, each once per epoch)")
-    f.add_argument("--photos", type=Path, help="staged everyday photos (index.csv + jpg/, ../shared/tools/"
-                   "stage_photos.py): their train split joins the mix")
-    f.add_argument("--images", type=Path, help="any folder of photos, recursive, no labels (your own domain); joins "
-                   "the mix as the set 'images'")
-    f.add_argument("--mix", type=parse_mix, default={}, metavar="SET=PASSES,...",
-                   help="passes per epoch of each set (flowers, general, photos, images; default 1 each), e.g. "
-                        "flowers=0.5,general=1,photos=1")
-    f.add_argument("--damage", type=float, default=0.0, metavar="P",
-                   help="share of crops the network sees as damaged old prints (train.degrade); the target stays "
-                        "the clean colour (0.4's recipe: 0.5)")
-    f.add_argument("--init", type=Path, help="warm start from a colorizer checkpoint of the same preset (its "
-                   "weights; the schedule starts afresh)")
-    f.add_argument("--classifier", type=Path, help="classifier checkpoint whose encoder initialises the colorizer")
-    f.add_argument("--preset", default="default", choices=sorted(PRESET_DEFAULTS))
-    f.add_argument("--encoder-init", default="classifier", choices=["classifier", "none"])
-    f.add_argument("--epochs", type=int, default=30)
-    f.add_argument("--image-size", type=int, default=128, help="training crop size")
-    f.add_argument("--input-size", type=int, default=None, help="preferred inference size (default 1.25 x crop)")
-    f.add_argument("--batch-size", type=int, default=32)
-    f.add_argument("--lr", type=float, default=None, help="default: the preset's")
-    f.add_argument("--temperature", type=float, default=0.38, help="annealed-mean temperature (default preset)")
-    f.add_argument("--regression-weight", type=float, default=10.0,
-                   help="default preset: weight of the smooth-L1 loss on the decoded annealed mean (0: bins only)")
-    f.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"])
-    f.add_argument("--workers", type=int, default=1)
-    f.add_argument("--seed", type=int, default=0)
-    f.add_argument("--valid-images", type=int, default=200, help="valid images scored after each epoch (0: none)")
-    f.add_argument("--out", type=Path, default=Path("checkpoints/colorizer.pt"))
-    f.add_argument("--run-dir", type=Path, default=Path("runs/colorizer"), help="resumable state and log.jsonl")
-    f.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+    add_fit_arguments(f)
     f.set_defaults(func=fit)
 
     e = sub.add_parser("evaluate", help="PSNR, SSIM, colourfulness and AuC on a subset, against the gray baseline")
@@ -482,11 +456,51 @@ def get_args_parser():
     return parser
 
 
+def add_fit_arguments(f) -> None:
+    """fit's own options (get_args_parser adds the common ones)."""
+    f.add_argument("--data", type=Path, help="data root: the folder that holds flowers-102/ and general/ (train on "
+                   "their train subsets)")
+    f.add_argument("--sources", default="all", choices=["all", "flowers", "general"],
+                   help="with --data: which sets to train on (all: both, each once per epoch)")
+    f.add_argument("--photos", type=Path, help="staged everyday photos (index.csv + jpg/, ../shared/tools/"
+                   "stage_photos.py): their train split joins the mix")
+    f.add_argument("--images", type=Path, help="any folder of photos, recursive, no labels (your own domain); joins "
+                   "the mix as the set 'images'")
+    f.add_argument("--mix", type=parse_mix, default={}, metavar="SET=PASSES,...",
+                   help="passes per epoch of each set (flowers, general, photos, images; default 1 each), e.g. "
+                        "flowers=0.5,general=1,photos=1")
+    f.add_argument("--damage", type=probability, default=0.0, metavar="P",
+                   help="share of crops the network sees as damaged old prints (train.degrade); the target stays "
+                        "the clean colour (0.4's recipe: 0.5)")
+    f.add_argument("--init", type=Path, help="warm start from a colorizer checkpoint of the same preset (its "
+                   "weights; the schedule starts afresh)")
+    f.add_argument("--classifier", type=Path, help="classifier checkpoint whose encoder initialises the colorizer")
+    f.add_argument("--preset", default="default", choices=sorted(PRESET_DEFAULTS))
+    f.add_argument("--encoder-init", default="classifier", choices=["classifier", "none"])
+    f.add_argument("--epochs", type=positive_int, default=30)
+    f.add_argument("--image-size", type=positive_int, default=128, help="training crop size")
+    f.add_argument("--input-size", type=positive_int, default=None,
+                   help="preferred inference size (default 1.25 x crop)")
+    f.add_argument("--batch-size", type=positive_int, default=32)
+    f.add_argument("--lr", type=engine.positive_float, default=None, help="default: the preset's")
+    f.add_argument("--temperature", type=engine.positive_float, default=0.38,
+                   help="annealed-mean temperature (default preset)")
+    f.add_argument("--regression-weight", type=engine.non_negative_float, default=10.0,
+                   help="default preset: weight of the smooth-L1 loss on the decoded annealed mean (0: bins only)")
+    f.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"])
+    f.add_argument("--workers", type=int, default=1)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--valid-images", type=int, default=200, help="valid images scored after each epoch (0: none)")
+    engine.add_run_arguments(f, "colorizer", "the model to write")
+
+
 def main(argv=None):
     args = get_args_parser().parse_args(argv)
-    if args.command == "fit" and not (args.data or args.images):
-        fail("fit needs --data (Flowers-102) or --images (a folder of photos)", code=2)
-    engine.run_command(args, usage_errors=(contract.ContractError, ModelError, ProviderError, ValueError))
+    if args.command == "fit" and not (args.data or args.images or args.photos):
+        fail("fit needs --data (Flowers-102 and general), --photos (staged photos) or --images (a folder of photos)",
+             code=2)
+    engine.run_command(args, usage_errors=(contract.ContractError, ModelError, ProviderError, ValueError),
+                       fit_kind="colorizer")
 
 
 if __name__ == "__main__":
