@@ -70,13 +70,6 @@ def get_args_parser():
 
 # ---------------------------------------------------------------- frames, views, overlay
 
-def colorize_frame(model: ColorizerModel, smoother: AbSmoother, frame: np.ndarray) -> np.ndarray:
-    """BGR frame -> colorized BGR frame: ab from the model at its size, smoothed over time, merged with full-res L*."""
-    full, small = model.prepare(frame)
-    ab = smoother(small, model.predict_ab(small)[0])
-    return model.merge(full, ab)
-
-
 def compose(view: str, frame: np.ndarray, colored: np.ndarray) -> np.ndarray:
     if view == "color":
         return colored
@@ -276,7 +269,7 @@ def run(args, model: ColorizerModel, source: Source) -> int:
             if frame is not None:
                 began = time.perf_counter()
                 started = started or began
-                colored = colorize_frame(model, smoother, frame)
+                colored = model.colorize_bgr(frame, ab_filter=smoother)
                 finished_at = time.perf_counter()
                 processing_s = 0.9 * processing_s + 0.1 * (finished_at - began)
                 processed += 1
