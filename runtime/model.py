@@ -34,6 +34,7 @@ REPO_CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
 SPIN_DURATION_US = 100
 MAX_THREADS_PER_CORE = 4  # more ONNX Runtime threads than this only cost memory (each has its own arena and stack)
 RUN_TIMEOUT_S = 120.0  # one model run: the largest allowed input (2048 px, aspect 8) takes well under this on 2 cores
+STOP_WAIT_S = 0.5  # how long a stopped run may take to notice RunOptions.terminate
 PROBE_TIMEOUT_S = 10.0  # the probe at load is 2 x 2 size multiples: milliseconds for any real colorizer
 
 
@@ -143,22 +144,28 @@ def run_bounded(session: ort.InferenceSession, feeds: dict, timeout: float, wher
     ModelError when the run takes longer than `timeout` seconds or fails."""
     options = ort.RunOptions()
     options.log_severity_level = 4  # the terminated run's own error log would repeat what we raise
-    result = {}
+    result, done = {}, threading.Event()
 
     def run():
         try:
             result["ab"] = session.run([OUTPUT], feeds, options)[0]
         except Exception as error:  # reported by the waiting thread
             result["error"] = error
+        finally:
+            done.set()
 
-    worker = threading.Thread(target=run, name="onnxruntime-run", daemon=True)
-    worker.start()
+    threading.Thread(target=run, name="onnxruntime-run", daemon=True).start()
+    # an Event, not Thread.join: a join that a signal interrupts can leave the thread marked alive for good
+    stopped = True
     try:
-        worker.join(timeout)
+        stopped = not done.wait(timeout)
     finally:  # also on KeyboardInterrupt from a signal handler
-        if worker.is_alive():
+        if stopped:
             options.terminate = True
-    if worker.is_alive():
+            # the run ends at its next operator; wait for it, as a process that exits while ONNX Runtime is still
+            # inside a run aborts (SIGABRT) instead of exiting with its own status
+            done.wait(STOP_WAIT_S)
+    if stopped:
         raise ModelError(f"{where}: a model run took longer than {timeout:g} s and was stopped")
     if "error" in result:
         raise ModelError(f"{where}: the model failed: {first_line(result['error'])}")
