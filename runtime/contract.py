@@ -7,9 +7,9 @@ own it), so what export writes, what evaluation measures and what users run cann
   CIE a*, b*; optionally an input `temperature` (float32 scalar [], an initializer holding a default the caller may
   override: the annealed-mean temperature, the vividness control); normalisation and decoding inside the graph.
 * metadata_props (string key/values): ModelInfo below.
-* image path: colorize() -- model_input (pixels resized to model_size, then L*), any predict_ab callable (ONNX
-  Runtime, OpenCV DNN, OpenVINO, PyTorch), check_ab, then color.merge_ab (ab resized up, merged with the
-  image's own full-resolution L*).
+* image path: colorize() = image_ab() (model_input: pixels resized to model_size, then L*; any predict_ab
+  callable: ONNX Runtime, OpenCV DNN, OpenVINO, PyTorch; check_ab; an optional ab filter) then color.merge_ab
+  (ab resized up, merged with the image's own full-resolution L*).
 """
 
 import json
@@ -214,21 +214,25 @@ def check_ab(ab: np.ndarray, lightness: np.ndarray, where: str = "the model") ->
     return ab.astype(np.float32, copy=False)
 
 
-def colorize(predict_ab, image: np.ndarray, info: ModelInfo, out: np.ndarray | None = None,
-             ab_filter=None) -> np.ndarray:
-    """The image path: gray or BGR image -> BGR at the same size (uint8, or out's dtype), through predict_ab (any
-    callable L [1,1,h,w] float32 -> ab [1,2,h,w]: an ONNX Runtime session, OpenCV DNN, OpenVINO, a PyTorch model).
+def image_ab(predict_ab, image: np.ndarray, info: ModelInfo, ab_filter=None) -> np.ndarray:
+    """The model's half of the image path: image -> a*, b* [2,h,w] float32 at the model's size, through predict_ab
+    (any callable L [1,1,h,w] float32 -> ab [1,2,h,w]: an ONNX Runtime session, OpenCV DNN, OpenVINO, PyTorch).
 
-    The pixels are resized to the model's size and converted to L* there (model_input); the model's a*, b* are
-    checked (check_ab), optionally passed through ab_filter(L* [h,w], ab [2,h,w]) -> ab [2,h,w] (the webcam's
-    temporal smoothing), resized up and merged with the image's own full-resolution L* (color.merge_ab), written
-    into `out` when given (HxWx3 uint8 or uint16; it may be `image` itself). Files, videos, the webcam, evaluation
-    and export verification all call this, so what is measured is what users get."""
+    The pixels are resized to the model's size and converted to L* there (model_input); the model's ab is checked
+    (check_ab) and optionally passed through ab_filter(L* [h,w], ab [2,h,w]) -> ab [2,h,w] (the webcam's temporal
+    smoothing)."""
     small = model_input(image, info)
     ab = check_ab(predict_ab(small), small)[0]
-    if ab_filter is not None:
-        ab = ab_filter(small[0, 0], ab)
-    return color.merge_ab(image, ab, out=out)
+    return ab if ab_filter is None else ab_filter(small[0, 0], ab)
+
+
+def colorize(predict_ab, image: np.ndarray, info: ModelInfo, out: np.ndarray | None = None,
+             ab_filter=None) -> np.ndarray:
+    """The image path: gray or BGR image -> BGR at the same size (uint8, or out's dtype): image_ab, then the ab
+    resized up and merged with the image's own full-resolution L* (color.merge_ab), written into `out` when given
+    (HxWx3 uint8 or uint16; it may be `image` itself). Files, videos, the webcam (which runs the two halves on two
+    threads), evaluation and export verification all come through here, so what is measured is what users get."""
+    return color.merge_ab(image, image_ab(predict_ab, image, info, ab_filter), out=out)
 
 
 def gray_baseline(image: np.ndarray) -> np.ndarray:
