@@ -77,12 +77,12 @@ def shipped_model_path(name: str) -> Path | None:
     return None
 
 
-def resolve_model(model: str | Path | None, gpu: bool = False) -> Path:
-    """None or "auto" -> the shipped default for the device (AUTO_MODELS; gpu: CUDA or TensorRT will run it); a
-    bare shipped name ("colorizer-int8", "colorizer-int8.onnx") -> that shipped file; anything else is a path.
-    Raises ModelError when the file does not exist."""
+def resolve_model(model: str | Path | None, provider: str = "auto") -> Path:
+    """None or "auto" -> the shipped default for the provider (AUTO_MODELS: fp32 where CUDA or TensorRT will run
+    it, int8 on the CPU); a bare shipped name ("colorizer-int8", "colorizer-int8.onnx") -> that shipped file;
+    anything else is a path. Raises ModelError when the file does not exist (ProviderError for a bad provider)."""
     if model is None or model == "auto":
-        model = AUTO_MODELS["gpu" if gpu else "cpu"]
+        model = AUTO_MODELS["cpu" if _provider_chain(provider)[0] == "CPUExecutionProvider" else "gpu"]
     text = str(model)
     name = text[:-5] if text.endswith(".onnx") else text
     bare = os.sep not in text and "/" not in text
@@ -221,7 +221,7 @@ class ColorizerModel:
                  threads: int | None = None, *, temperature: float | None = None,
                  run_timeout: float = RUN_TIMEOUT_S):
         chain = _provider_chain(provider)
-        self.path = resolve_model(model, gpu=chain[0] != "CPUExecutionProvider")
+        self.path = resolve_model(model, provider)
         if size is not None and int(size) < 1:
             raise ModelError(f"model size must be positive, got {size}")
         if temperature is not None:

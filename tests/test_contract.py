@@ -248,7 +248,9 @@ def test_shipped_model_names_are_scanned(tmp_path, monkeypatch):
     assert runtime_model.shipped_model_names() == ["colorizer", "colorizer-int8", "general-v2"]
     # the default ("auto"): int8 on the CPU, fp32 on a GPU; package data first
     assert runtime_model.resolve_model(None) == runtime_model.resolve_model("auto") == package / "colorizer-int8.onnx"
-    assert runtime_model.resolve_model("auto", gpu=True) == repo / "colorizer.onnx"
+    monkeypatch.setattr(runtime_model, "available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert runtime_model.resolve_model("auto") == runtime_model.resolve_model(None, "cuda") == repo / "colorizer.onnx"
+    assert runtime_model.resolve_model("auto", "cpu") == package / "colorizer-int8.onnx"
     assert runtime_model.resolve_model("general-v2") == repo / "general-v2.onnx"
     with pytest.raises(ModelError, match="shipped models installed here: colorizer, colorizer-int8, general-v2"):
         runtime_model.resolve_model("colorizer-fp16")
