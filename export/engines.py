@@ -30,9 +30,7 @@ def file_info(path: Path) -> contract.ModelInfo:
 
 def opencv_predictor(path: Path, threads: int | None = None):
     try:
-        net = cv2.dnn.readNetFromONNX(str(path))
-        net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
-        net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
+        net = cv2.dnn.readNetFromONNX(str(path))  # OpenCV's own CPU back end (5.x's graph engine: no targets)
     except cv2.error as error:
         raise EngineError(f"OpenCV DNN {cv2.__version__} cannot load {path}: {_last_line(error)}") from None
     if threads:
