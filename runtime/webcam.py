@@ -7,12 +7,15 @@
 Keys in the window: q or Esc quit, space pause, s snapshot (PNG in the current folder), v cycle the view
 (side-by-side, color, gray), r start / stop recording (the view as it is when recording starts, without the overlay).
 
-Capture runs on its own thread (runtime.video). A camera or stream keeps only its newest frame, so a slow model skips
-frames instead of falling behind; a file gives every frame in order, so a recording keeps its frame count and fps (in
-the window a file plays at its own fps). The model's a*, b* are smoothed over time (runtime.smoothing; --smooth 0
-turns it off). Recordings are read back and counted before they get their name. Exit status: 0 done (quit, window
-closed, end of stream, --max-frames), 1 failure mid-stream, a file source that ended early or a recording that could
-not be written, 2 usage, model, provider, source or display error, 130 interrupted (SIGINT), 143 terminated (SIGTERM).
+The default model is `auto` (runtime.model.DEFAULT_MODEL: colorizer-int8 on the CPU, colorizer on CUDA). Capture
+runs on its own thread (runtime.video) and the model on another (ModelStage), one frame ahead of the merge. A camera
+or stream keeps only its newest frame, so a slow model skips frames instead of falling behind; a file gives every
+frame in order, so a recording keeps its frame count and fps (in the window a file plays at its own fps). The
+model's a*, b* are smoothed over time (runtime.smoothing; --smooth 0 turns it off). Recordings are read back and
+counted before they get their name. A progress bar only on a terminal without a window; one summary line at the end.
+Exit status: 0 done (quit, window closed, end of stream, --max-frames), 1 failure mid-stream, a file source that
+ended early or a recording that could not be written, 2 usage, model, provider, source or display error, 130
+interrupted (SIGINT), 143 terminated (SIGTERM).
 """
 
 import argparse
