@@ -137,14 +137,17 @@ def session_options(threads: int) -> ort.SessionOptions:
     return options
 
 
-def run_bounded(session: ort.InferenceSession, feeds: dict, timeout: float, where: str) -> np.ndarray:
+def run_bounded(session: ort.InferenceSession, feeds: dict, timeout: float, where: str,
+                in_flight: set | None = None) -> np.ndarray:
     """session.run for OUTPUT on a daemon thread while this thread waits, so that a timeout, or a signal handler
     raising in the main thread (SIGINT / SIGTERM), stops the run through RunOptions.terminate: ONNX Runtime checks
     it between operators and inside Loop bodies, so even a graph that never ends stops within milliseconds.
-    ModelError when the run takes longer than `timeout` seconds or fails."""
+    in_flight: a set that holds the run's RunOptions while it runs (ColorizerModel.stop_runs stops them from another
+    thread). ModelError when the run takes longer than `timeout` seconds, fails or is stopped."""
     options = ort.RunOptions()
     options.log_severity_level = 4  # the terminated run's own error log would repeat what we raise
     result, done = {}, threading.Event()
+    in_flight = set() if in_flight is None else in_flight
 
     def run():
         try:
@@ -154,12 +157,14 @@ def run_bounded(session: ort.InferenceSession, feeds: dict, timeout: float, wher
         finally:
             done.set()
 
+    in_flight.add(options)
     threading.Thread(target=run, name="onnxruntime-run", daemon=True).start()
     # an Event, not Thread.join: a join that a signal interrupts can leave the thread marked alive for good
     stopped = True
     try:
         stopped = not done.wait(timeout)
     finally:  # also on KeyboardInterrupt from a signal handler
+        in_flight.discard(options)
         if stopped:
             options.terminate = True
             # the run ends at its next operator; wait for it, as a process that exits while ONNX Runtime is still
@@ -230,6 +235,7 @@ class ColorizerModel:
             except ContractError as error:
                 raise ModelError(str(error)) from None
         self.run_timeout = float(run_timeout)
+        self._in_flight = set()  # RunOptions of the runs in progress (stop_runs)
         _preload_gpu_libraries(chain)
         options = session_options(check_threads(threads))
         try:
@@ -314,7 +320,13 @@ class ColorizerModel:
 
     def _run(self, lightness: np.ndarray, timeout: float) -> np.ndarray:
         feeds = {INPUT: np.ascontiguousarray(lightness, dtype=np.float32), **self._extra_feeds}
-        return run_bounded(self.session, feeds, timeout, str(self.path))
+        return run_bounded(self.session, feeds, timeout, str(self.path), self._in_flight)
+
+    def stop_runs(self) -> None:
+        """Stop the runs in progress on other threads at their next operator (each raises ModelError there): how a
+        pipeline whose model thread waits on a run shuts down at once (the webcam's ModelStage on SIGTERM)."""
+        for options in list(self._in_flight):
+            options.terminate = True
 
     def predict_ab(self, lightness: np.ndarray) -> np.ndarray:
         """L* [N,1,h,w] -> a*, b* [N,2,h,w] float32 (with the chosen temperature, if any); ModelError when the run

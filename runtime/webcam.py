@@ -273,6 +273,7 @@ class ModelStage:
 
     def stop(self) -> None:
         self._stopping.set()
+        self._model.stop_runs()  # a run in progress ends at its next operator, so shutting down never waits on it
         self._thread.join(timeout=5.0)
 
 

@@ -131,12 +131,25 @@ def test_a_probe_that_never_ends_refuses_the_model(tmp_path, monkeypatch):
     ColorizerModel(path, provider="cpu")  # a real model passes the same probe at once
 
 
-def test_sigterm_ends_a_run_that_never_ends_within_a_second(tmp_path):
+def clip(path) -> str:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 24.0, (128, 96))
+    for _ in range(10):
+        writer.write(photo())
+    writer.release()
+    return str(path)
+
+
+@pytest.mark.parametrize("command", ["colorize", "webcam"])
+def test_sigterm_ends_a_run_that_never_ends_within_a_second(tmp_path, command):
+    """In colorize the main thread waits on the run; in the webcam the model thread does, and the main thread
+    stops its run (ColorizerModel.stop_runs) as it shuts down."""
     path = endless_loop_model(tmp_path / "loop.onnx")
     (tmp_path / "in").mkdir()
     cv2.imwrite(str(tmp_path / "in" / "a.png"), photo())
-    process = subprocess.Popen([sys.executable, "-m", "runtime.colorize", str(tmp_path / "in"), "-o",
-                                str(tmp_path / "out"), "--model", path], cwd=REPO, stderr=subprocess.PIPE, text=True)
+    arguments = ([str(tmp_path / "in"), "-o", str(tmp_path / "out")] if command == "colorize" else
+                 ["--source", clip(tmp_path / "clip.mp4"), "--no-display"])
+    process = subprocess.Popen([sys.executable, "-m", f"runtime.{command}", *arguments, "--model", path], cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         for line in process.stderr:  # the model is loaded (the probe passed); the first photo's run never ends
             if line.startswith("model "):
@@ -147,7 +160,8 @@ def test_sigterm_ends_a_run_that_never_ends_within_a_second(tmp_path):
         sent = time.perf_counter()
         assert process.wait(timeout=5) == 143
         assert time.perf_counter() - sent < 1.0
-        assert "interrupted: 0 done, 1 left" in process.stderr.read()
+        expected = "interrupted: 0 done, 1 left" if command == "colorize" else "stopped (interrupted)"
+        assert expected in process.stderr.read() + process.stdout.read()
     finally:
         process.kill()
         process.wait()
