@@ -2,7 +2,8 @@
 
 The contract (signature, metadata, image path) lives in runtime.contract: input `L` float32 [N,1,H,W] (CIE L* in
 [0, 100]) -> output `ab` float32 [N,2,H,W] (CIE a*, b*), optionally a `temperature` input, the preferred model size
-in the file's metadata (`input_size`, `size_multiple`). This module adds files, providers and the session.
+in the file's metadata (`input_size`, `size_multiple`). This module adds files, providers, the session, the default model per device (DEFAULT_MODEL) and the guards
+around a run (a probe at load, a timeout, termination on signals).
 """
 
 import importlib.resources
@@ -21,8 +22,9 @@ from runtime.fileio import first_line
 log = logging.getLogger(__name__)
 
 # "auto": colorizer-int8 on the CPU, colorizer (fp32) on CUDA / TensorRT. int8 equals fp32 within 0.02 dB on every
-# test set (README) and runs 1.5-2.5x faster on every CPU measured (AVX2 Zen 3: 13 against 25 ms at 160x224;
-# Sapphire Rapids AVX-512 VNNI: 104 against 42 fps at 256x256); GPUs run the QDQ int8 graph no faster than fp32.
+# test set (README) and is 1.5x or more faster on every CPU measured (AVX2 Zen 3: 13 against 25 ms at 160x224;
+# Sapphire Rapids AVX-512 VNNI: 104 against 42 fps at 256x256; AMD EPYC AVX-512 VNNI: 8.9 against 39 ms at
+# 160x224); GPUs run the QDQ int8 graph no faster than fp32. AUTO_HELP is the --help text for it.
 DEFAULT_MODEL = "auto"
 AUTO_MODELS = {"cpu": "colorizer-int8", "gpu": "colorizer"}
 AUTO_HELP = "auto = colorizer-int8 on the CPU (as good as fp32, faster), colorizer (fp32) on CUDA"
