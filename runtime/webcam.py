@@ -228,9 +228,10 @@ class ModelStage:
     the GIL; between calls its threads stop spinning. The capture thread decodes the next frame, this thread computes
     L* and runs the model, and the main thread merges the previous frame's ab with its full-resolution L* (OpenCV,
     GIL released) and writes or shows it, so the model never waits for Python or the merge and the cores stay busy.
-    Items are (frame, ab), then END, or the exception that stopped the stage."""
+    Items are (frame, ab), then END, or the exception that stopped the stage; at most `depth` wait (one: a camera's
+    frame is shown at most one model run after it was taken, while the model and the merge still overlap)."""
 
-    def __init__(self, model: ColorizerModel, reader: FrameReader, smoother: AbSmoother, depth: int = 2):
+    def __init__(self, model: ColorizerModel, reader: FrameReader, smoother: AbSmoother, depth: int = 1):
         self._model, self._reader, self._smoother = model, reader, smoother
         self._items = queue.Queue(maxsize=depth)
         self._stopping = threading.Event()
