@@ -80,6 +80,9 @@ def export_fp32(model, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
             verbose=False,
         )
     model_proto = optimize_keeping_batchnorm(program.model_proto)
+    # OpenCV DNN 5 reads a Constant's value_ints as int32, so the int64 Concat of the input padding refused to load
+    # there ("concat2_layer.cpp: inputs[i] == inputs[0] in getTypes"); as initializers they keep their int64
+    constants_to_initializers(model_proto)
     strip_trace_metadata(model_proto)
     return model_proto
 
@@ -180,9 +183,10 @@ def input_nodes(model_proto: onnx.ModelProto) -> list[str]:
 
 
 def constants_to_initializers(model_proto: onnx.ModelProto) -> None:
-    """Constant nodes -> initializers. The fp16 converter retypes a Constant's output without converting its
-    value (value_float, value_floats), which the checker then rejects; as initializers they are converted, or kept
-    float32 where only fp32 nodes read them (Resize's scales, the annealed mean's column of ones)."""
+    """Constant nodes -> initializers (every export: OpenCV DNN types value_ints as int32, see export_fp32). The fp16
+    converter retypes a Constant's output without converting its value (value_float, value_floats), which the
+    checker then rejects; as initializers they are converted, or kept float32 where only fp32 nodes read them
+    (Resize's scales, the annealed mean's column of ones)."""
     graph = model_proto.graph
     kept = []
     for node in graph.node:

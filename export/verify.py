@@ -4,11 +4,13 @@ it is out of tolerance, 2 when the inputs cannot be used.
     python -m export.verify --checkpoint checkpoints/colorizer.pt --onnx checkpoints/colorizer.onnx
     python -m export.verify --checkpoint checkpoints/colorizer.pt --onnx checkpoints/colorizer-int8.onnx \
         --precision int8 --data ../shared/data --json
+    python -m export.verify --checkpoint checkpoints/colorizer.pt --onnx checkpoints/colorizer.onnx --engine opencv
 
 Photos (the repo's examples/; with --data a data root, an evenly spaced sample of the Flowers-102 seed test subset
 and of the general test split, half each; or any folder of images) are read with cv2.imread and colorized by
 runtime.contract.colorize twice: through the PyTorch checkpoint (fed as its export would be, evaluation.
-checkpoint_info) and through the runtime's own ColorizerModel on the ONNX file (fed by the file's metadata).
+checkpoint_info) and through the ONNX file in --engine (export.engines: the runtime's own ColorizerModel on ONNX
+Runtime by default, or OpenCV DNN, or OpenVINO; fed by the file's metadata).
 |delta ab| is measured on the two models' outputs for the same L (contract.model_input); PSNR and colourfulness on
 the merged full-resolution outputs. Random L at sizes that include a batch of 2 and a size that is not a multiple
 of 32 are compared too.
@@ -26,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from export import engines
 from export.onnx import load_colorizer_or_fail
 from runtime import contract
 from runtime.contract import ContractError
@@ -80,7 +83,7 @@ def _recording(predict_ab, seen: dict):
 
 def compare(torch_predict, torch_info: contract.ModelInfo, onnx_predict, onnx_info: contract.ModelInfo,
             paths) -> dict:
-    """PyTorch vs ONNX Runtime on photos (through contract.colorize) and on random L."""
+    """PyTorch vs the ONNX file's engine on photos (through contract.colorize) and on random L."""
     deltas, rows = [], []
     for path in tqdm(paths, desc="verify", unit="img", leave=False):
         photo = evaluation.load_bgr(path)  # cv2.imread, as a user's photo is read
@@ -142,7 +145,9 @@ def get_args_parser():
     parser.add_argument("--data", type=Path, help="a data root (Flowers-102 seed test subset and general test split, "
                         "half each) or a folder of images; default: the repo's examples/")
     parser.add_argument("--images", type=int, default=64, help="how many photos (evenly spaced)")
-    parser.add_argument("--provider", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--engine", default="onnxruntime", choices=engines.ENGINES,
+                        help="what runs the ONNX file: ONNX Runtime (the runtime's), OpenCV DNN or OpenVINO (CPU)")
+    parser.add_argument("--provider", default="cpu", choices=["cpu", "cuda"], help="ONNX Runtime's provider")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     return parser
 
@@ -155,27 +160,33 @@ def main(argv=None):
         fail(f"ONNX file not found: {args.onnx}", code=2)
     model, meta = load_colorizer_or_fail(args.checkpoint)
     try:
-        onnx_model = ColorizerModel(args.onnx.resolve(), provider=args.provider)  # a path, never a shipped name
-    except (ModelError, ProviderError, ContractError) as exc:
+        if args.engine == "onnxruntime":
+            onnx_model = ColorizerModel(args.onnx.resolve(), provider=args.provider)  # a path, never a shipped name
+            onnx_predict, onnx_info, provider = onnx_model.predict_ab, onnx_model.info, onnx_model.provider
+        else:
+            onnx_predict, onnx_info = engines.load(args.engine, args.onnx)
+            provider = f"{args.engine} CPU"
+    except (ModelError, ProviderError, ContractError, engines.EngineError) as exc:
         fail(first_line(exc), code=2)
-    label = onnx_model.info.precision
+    label = onnx_info.precision
     if label != args.precision:
         print(f"warning: {args.onnx} is labelled precision={label} but is checked against the --precision "
               f"{args.precision} tolerance", file=sys.stderr)
     torch_info = model.info(meta)
-    if (torch_info.input_size, torch_info.size_multiple) != (onnx_model.input_size, onnx_model.size_multiple):
+    if (torch_info.input_size, torch_info.size_multiple) != (onnx_info.input_size, onnx_info.size_multiple):
         print(f"warning: the checkpoint feeds {torch_info.input_size} px (multiple {torch_info.size_multiple}), "
-              f"{args.onnx} {onnx_model.input_size} px (multiple {onnx_model.size_multiple})", file=sys.stderr)
+              f"{args.onnx} {onnx_info.input_size} px (multiple {onnx_info.size_multiple})", file=sys.stderr)
     try:
         paths = image_paths(args.data, args.images)
-        report = {"checkpoint": str(args.checkpoint), "onnx": str(args.onnx), "provider": onnx_model.provider,
-                  "precision": args.precision, "file_precision": label, "input_size": onnx_model.input_size,
-                  "images": len(paths),
-                  "source_matches": onnx_model.info.source_sha256 == file_sha256(args.checkpoint)}
-        report.update(compare(evaluation.torch_predictor(model), torch_info, onnx_model.predict_ab, onnx_model.info,
-                              paths))
+        report = {"checkpoint": str(args.checkpoint), "onnx": str(args.onnx), "engine": args.engine,
+                  "provider": provider, "precision": args.precision, "file_precision": label,
+                  "input_size": onnx_info.input_size, "images": len(paths),
+                  "source_matches": onnx_info.source_sha256 == file_sha256(args.checkpoint)}
+        report.update(compare(evaluation.torch_predictor(model), torch_info, onnx_predict, onnx_info, paths))
     except datasets.DataError as exc:
         fail(first_line(exc), code=2)
+    except engines.EngineError as exc:
+        fail(first_line(exc), code=1)
     except ContractError as exc:
         fail(f"{args.onnx} breaks the contract: {first_line(exc)}", code=1)
     report["ok"], report["tolerance"] = judge(report, args.precision)

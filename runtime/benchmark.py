@@ -1,7 +1,11 @@
-"""Speed and memory of the ONNX colorizers: model-only latency and throughput, full-pipeline fps, session start.
+"""Speed and memory of the ONNX colorizers on this machine: its CPU and instruction sets, model-only latency and
+throughput, the image path alone and end to end, the webcam end to end from a generated clip, session start.
 
     python -m runtime.benchmark                       # shipped colorizer (fp32) and colorizer-int8 (+ fp16 on CUDA)
     python -m runtime.benchmark --model my.onnx --provider cpu --json
+
+The image path and end-to-end figures use the default model (auto: int8 on the CPU), or --model; the webcam figure
+drives runtime.webcam's own loop (LiveColorizer, --no-display) over a generated clip of --webcam-frames frames.
 
 Every figure is the median of repeated runs after one warm-up run; a measurement stops early once it has taken
 --budget seconds and has at least 3 runs, which keeps the default run to about two minutes on two cores.
@@ -11,22 +15,34 @@ of a second live session would take CPU from the one being timed. ONNX only: PyT
 """
 
 import argparse
+import contextlib
 import gc
+import io
 import json
+import platform
 import resource
 import statistics
 import sys
+import tempfile
 import time
+from pathlib import Path
 
+import cv2
 import numpy as np
 import onnxruntime as ort
 
-from runtime.model import PROVIDERS, ColorizerModel, ModelError, ProviderError, default_threads, shipped_model_path
+from runtime import contract, webcam
+from runtime.model import (PROVIDERS, ColorizerModel, ModelError, ProviderError, default_threads, resolve_model,
+                           shipped_model_path)
+from runtime.video import open_source
 
 SIZES = (224, 256, 512)
 BATCHES = (1, 8)
 FRAMES = ((640, 480), (1280, 720))
 GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+# /proc/cpuinfo flags -> the instruction sets that decide ONNX Runtime's kernels (int8 above all)
+INSTRUCTION_SETS = {"AVX2": ("avx2",), "AVX-512": ("avx512f",), "VNNI": ("avx512_vnni", "avx_vnni"),
+                    "AMX": ("amx_tile",)}
 
 
 def get_args_parser():
@@ -40,8 +56,26 @@ def get_args_parser():
                         help="seconds after which a figure stops repeating (once it has 3 runs)")
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="square model input sizes")
     parser.add_argument("--batches", default=",".join(map(str, BATCHES)), help="batch sizes")
+    parser.add_argument("--webcam-frames", type=int, default=300,
+                        help="frames of the generated clip for the webcam figure (0: skip it)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     return parser
+
+
+def cpu_info() -> dict:
+    """The CPU's name, its core count here and which of INSTRUCTION_SETS it has (Linux: /proc/cpuinfo)."""
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and name in ("", platform.machine(), platform.processor()):
+                name = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    sets = [label for label, names in INSTRUCTION_SETS.items() if flags & set(names)]
+    return {"name": name, "cores": default_threads(), "instruction_sets": sets if flags else ["unknown"]}
 
 
 def median_ms(run, repeat: int, budget: float) -> tuple[float, int]:
@@ -103,14 +137,48 @@ def latency_rows(predict_ab, label: str, precision: str, sizes, batches, repeat:
 
 
 def pipeline_rows(model: ColorizerModel, label: str, repeat: int, budget: float) -> list[dict]:
-    """Full pipeline (colorize_bgr: Lab, resize, model, merge) on synthetic frames, at the model's own size."""
+    """Per frame size: the image path alone (contract.colorize around a model that returns a ready ab: L*, resize,
+    checks, merge) and end to end (colorize_bgr, the model included), at the model's own size."""
     rows = []
     for width, height in FRAMES:
         frame = synthetic_frame(width, height)
+        ready_ab = model.predict_ab(contract.model_input(frame, model.info))
+        image_ms, _ = median_ms(lambda: contract.colorize(lambda lightness: ready_ab, frame, model.info), repeat,
+                                budget)
         ms, runs = median_ms(lambda: model.colorize_bgr(frame), repeat, budget)
         rows.append({"model": label, "frame": f"{width}x{height}",
                      "model_size": "x".join(map(str, model.model_size(height, width))),
-                     "median_ms": ms, "fps": 1000.0 / ms, "runs": runs})
+                     "image_path_ms": image_ms, "median_ms": ms, "fps": 1000.0 / ms, "runs": runs})
+    return rows
+
+
+def write_clip(path: Path, width: int, height: int, frames: int) -> None:
+    """A clip of a textured picture panning sideways (so the decoder and the smoothing do real work)."""
+    picture = cv2.GaussianBlur(synthetic_frame(width + frames, height), (0, 0), 3)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (width, height))
+    for step in range(frames):
+        writer.write(np.ascontiguousarray(picture[:, step:step + width]))
+    writer.release()
+
+
+def webcam_rows(name, args) -> list[dict]:
+    """runtime.webcam --source CLIP --no-display, in process: end-to-end fps (decode, L*, model, smoothing, merge)."""
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        for width, height in FRAMES:
+            clip = Path(folder) / f"clip-{width}x{height}.mp4"
+            write_clip(clip, width, height, args.webcam_frames)
+            options = webcam.get_args_parser().parse_args(
+                ["--source", str(clip), "--no-display"] + (["--model", name] if name else []))
+            model = ColorizerModel(name, provider=args.provider, threads=args.threads)
+            live = webcam.LiveColorizer(options, model, open_source(None, str(clip)))
+            with contextlib.redirect_stdout(io.StringIO()):  # its summary line; the figure is computed here
+                live.run()
+            seconds = live.finished_at - live.started
+            rows.append({"model": model.path.stem, "frame": f"{width}x{height}", "frames": live.processed,
+                         "fps": live.processed / seconds})
+            del live, model
+            gc.collect()
     return rows
 
 
@@ -135,20 +203,26 @@ def run_benchmark(args) -> dict:
     names = benchmark_models(args)
     if not names:
         raise ModelError("no shipped models found (colorizer.onnx, colorizer-int8.onnx); pass --model")
-    report = {"onnxruntime": ort.__version__, "threads": args.threads or default_threads(), "models": [],
-              "latency": [], "pipeline": []}
-    for index, name in enumerate(names):  # the full pipeline once, on the first (fp32 default) model
-        result = benchmark_one(name, args, sizes, batches, pipeline=index == 0)
+    default = Path(args.model).stem if args.model else resolve_model(None, args.provider).stem
+    report = {"cpu": cpu_info(), "onnxruntime": ort.__version__, "threads": args.threads or default_threads(),
+              "default_model": default, "models": [], "latency": [], "pipeline": [], "webcam": []}
+    for name in names:  # the image path and end to end once, on the default model
+        result = benchmark_one(name, args, sizes, batches, pipeline=Path(name).stem == default)
         report["provider"] = result["provider"]
         report["models"].append(result["model"])
         report["latency"] += result["latency"]
         report["pipeline"] += result["pipeline"]
+    if args.webcam_frames > 0:
+        report["webcam"] = webcam_rows(args.model, args)
     report["peak_rss_mb"] = peak_rss_mb()
     return report
 
 
 def print_tables(report: dict) -> None:
-    print(f"onnxruntime {report['onnxruntime']} on {report['provider']}, {report['threads']} threads")
+    cpu = report["cpu"]
+    print(f"{cpu['name']}, {cpu['cores']} cores here, {' '.join(cpu['instruction_sets']) or 'none of AVX2 / AVX-512'}")
+    print(f"onnxruntime {report['onnxruntime']} on {report['provider']}, {report['threads']} threads; "
+          f"default model here: {report['default_model']}")
     print(f"\n{'model':<24}{'precision':>10}{'input size':>12}{'session start ms':>18}")
     for m in report["models"]:
         print(f"{m['model']:<24}{m['precision']:>10}{m['input_size']:>12}{m['session_start_ms']:>18.1f}")
@@ -157,17 +231,24 @@ def print_tables(report: dict) -> None:
     for r in report["latency"]:
         print(f"{r['model']:<24}{r['size']:>6}{r['batch']:>7}{r['median_ms']:>10.2f}{r['img_per_s']:>10.1f}"
               f"{r['runs']:>6}")
-    print(f"\nfull pipeline (colorize_bgr: Lab, resize, model, merge)\n{'model':<24}{'frame':>10}{'model size':>12}"
-          f"{'ms':>10}{'fps':>8}")
+    print(f"\nfull pipeline: image path alone (L*, resize, checks, merge) and end to end (colorize_bgr)\n"
+          f"{'model':<24}{'frame':>10}{'model size':>12}{'image ms':>10}{'total ms':>10}{'fps':>8}")
     for p in report["pipeline"]:
-        print(f"{p['model']:<24}{p['frame']:>10}{p['model_size']:>12}{p['median_ms']:>10.2f}{p['fps']:>8.1f}")
+        print(f"{p['model']:<24}{p['frame']:>10}{p['model_size']:>12}{p['image_path_ms']:>10.2f}"
+              f"{p['median_ms']:>10.2f}{p['fps']:>8.1f}")
+    if report["webcam"]:
+        print(f"\nwebcam end to end (runtime.webcam --source CLIP --no-display: decode, L*, model, smoothing, merge)"
+              f"\n{'model':<24}{'frame':>10}{'frames':>8}{'fps':>8}")
+        for w in report["webcam"]:
+            print(f"{w['model']:<24}{w['frame']:>10}{w['frames']:>8}{w['fps']:>8.1f}")
     print(f"\npeak RSS: {report['peak_rss_mb']:.0f} MB")
 
 
 def check_timing_args(parser, args) -> None:
     """The timing options every benchmark shares must be positive (argparse error, exit 2, otherwise)."""
     try:
-        if args.repeat < 1 or args.budget <= 0 or (args.threads is not None and args.threads < 1):
+        if args.repeat < 1 or args.budget <= 0 or (args.threads is not None and args.threads < 1) \
+                or getattr(args, "webcam_frames", 0) < 0:
             raise ValueError
         if any(int(v) < 1 for v in args.sizes.split(",") + args.batches.split(",")):
             raise ValueError

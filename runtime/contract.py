@@ -7,8 +7,9 @@ own it), so what export writes, what evaluation measures and what users run cann
   CIE a*, b*; optionally an input `temperature` (float32 scalar [], an initializer holding a default the caller may
   override: the annealed-mean temperature, the vividness control); normalisation and decoding inside the graph.
 * metadata_props (string key/values): ModelInfo below.
-* image path: model_input (pixels resized to model_size, then L*), the model, merge (ab resized up, merged with
-  the image's own full-resolution L*) -- colorize() chains them for any predict_ab callable (ONNX or PyTorch).
+* image path: colorize() = image_ab() (model_input: pixels resized to model_size, then L*; any predict_ab
+  callable: ONNX Runtime, OpenCV DNN, OpenVINO, PyTorch; check_ab; an optional ab filter) then color.merge_ab
+  (ab resized up, merged with the image's own full-resolution L*).
 """
 
 import json
@@ -21,7 +22,11 @@ from runtime import color
 INPUT = "L"
 OUTPUT = "ab"
 TEMPERATURE = "temperature"
-MAX_TEMPERATURE = 5.0  # beyond this the annealed mean is a different model, not a colour setting
+# The annealed-mean temperature divides the logits: above MAX the mean is a different model, not a colour setting;
+# below MIN the softmax is one-hot to within float32 (1e-45 overflows it to NaN: an all-white image), and 0.01
+# already gives the most vivid colours any smaller value could.
+MIN_TEMPERATURE, MAX_TEMPERATURE = 0.01, 5.0
+MAX_ASPECT = 8  # the model sees at most this many times input_size along the longer side (see model_size)
 CONTRACT = (
     "input L float32 [N,1,H,W] = CIE L* in [0,100]; output ab float32 [N,2,H,W] = CIE a*, b*; optional input "
     "temperature float32 [] (annealed-mean temperature, default in the graph); normalisation and decoding inside "
@@ -34,13 +39,13 @@ class ContractError(Exception):
 
 
 def check_temperature(value, where: str = "temperature") -> float:
-    """-> value as a float, or ContractError unless 0 < value <= MAX_TEMPERATURE."""
+    """-> value as a float, or ContractError unless MIN_TEMPERATURE <= value <= MAX_TEMPERATURE."""
     try:
         number = float(value)
     except (TypeError, ValueError):
         raise ContractError(f"{where} must be a number, got {value!r}") from None
-    if not (0.0 < number <= MAX_TEMPERATURE):  # also rejects nan
-        raise ContractError(f"{where} must be in (0, {MAX_TEMPERATURE:g}], got {value!r}")
+    if not (MIN_TEMPERATURE <= number <= MAX_TEMPERATURE):  # also rejects nan
+        raise ContractError(f"{where} must be in [{MIN_TEMPERATURE:g}, {MAX_TEMPERATURE:g}], got {value!r}")
     return number
 
 
@@ -174,13 +179,15 @@ def check_signature(inputs, outputs, where: str) -> None:
         raise ContractError(f"{where}: output {OUTPUT!r} must be [N,2,H,W], found {list(ab.shape)}")
 
 
-def model_size(height: int, width: int, input_size: int, size_multiple: int) -> tuple[int, int]:
+def model_size(height: int, width: int, input_size: int, size_multiple: int = 1) -> tuple[int, int]:
     """(h, w) for the model: shorter side input_size, longer side keeping aspect, both multiples of size_multiple
-    (never below one multiple)."""
+    (never below one multiple). The longer side is capped at MAX_ASPECT x input_size, so a 1 x 20000 strip reaches
+    the model as about 160 x 1280 rather than 160 x 3.2 million (the ab is resized back to the full image anyway)."""
     scale = input_size / min(height, width)
+    long_cap = MAX_ASPECT * input_size
 
     def snap(side: float) -> int:
-        return max(size_multiple, int(round(side / size_multiple)) * size_multiple)
+        return max(size_multiple, int(round(min(side, long_cap) / size_multiple)) * size_multiple)
 
     return snap(height * scale), snap(width * scale)
 
@@ -194,24 +201,40 @@ def model_input(image: np.ndarray, info: ModelInfo) -> np.ndarray:
     return np.ascontiguousarray(color.lightness(color.resize_area(image, h, w))[None, None])
 
 
-def merge(full_lightness: np.ndarray, ab_small: np.ndarray) -> np.ndarray:
-    """Full-resolution L* HxW float32 and the model's a*, b* [2,h,w] -> uint8 BGR HxWx3: ab is resized up, L* kept
-    at full resolution, so the output keeps every detail of the input."""
-    return color.merge_lab(full_lightness, ab_small, source_is_lightness=True)
+def check_ab(ab: np.ndarray, lightness: np.ndarray, where: str = "the model") -> np.ndarray:
+    """-> ab as float32, or ContractError unless it is [N,2,h,w] for L [N,1,h,w] and finite everywhere (a NaN or an
+    infinity would otherwise come out as a white or black image that looks like a result)."""
+    ab = np.asarray(ab)
+    n, _, h, w = lightness.shape
+    if ab.shape != (n, 2, h, w):
+        raise ContractError(f"{where} returned ab {list(ab.shape)} for L {list(lightness.shape)}; the contract wants "
+                            f"[{n},2,{h},{w}]")
+    if not np.isfinite(ab).all():
+        raise ContractError(f"{where} returned NaN or infinite ab values")
+    return ab.astype(np.float32, copy=False)
 
 
-def colorize(predict_ab, image: np.ndarray, info: ModelInfo) -> np.ndarray:
-    """Gray or BGR image -> uint8 BGR at the same size, through predict_ab (any callable L [1,1,h,w] float32 ->
-    ab [1,2,h,w]: an ONNX Runtime session, a PyTorch model). The runtime, evaluation and export verification all
-    call this, so what is measured is what users get."""
+def image_ab(predict_ab, image: np.ndarray, info: ModelInfo, ab_filter=None) -> np.ndarray:
+    """The model's half of the image path: image -> a*, b* [2,h,w] float32 at the model's size, through predict_ab
+    (any callable L [1,1,h,w] float32 -> ab [1,2,h,w]: an ONNX Runtime session, OpenCV DNN, OpenVINO, PyTorch).
+
+    The pixels are resized to the model's size and converted to L* there (model_input); the model's ab is checked
+    (check_ab) and optionally passed through ab_filter(L* [h,w], ab [2,h,w]) -> ab [2,h,w] (the webcam's temporal
+    smoothing)."""
     small = model_input(image, info)
-    ab = np.asarray(predict_ab(small))
-    if ab.shape != (1, 2) + small.shape[2:]:
-        raise ContractError(f"the model returned ab {list(ab.shape)} for L {list(small.shape)}; the contract wants "
-                            f"[1,2,{small.shape[2]},{small.shape[3]}]")
-    return merge(color.lightness(image), ab[0])
+    ab = check_ab(predict_ab(small), small)[0]
+    return ab if ab_filter is None else ab_filter(small[0, 0], ab)
+
+
+def colorize(predict_ab, image: np.ndarray, info: ModelInfo, out: np.ndarray | None = None,
+             ab_filter=None) -> np.ndarray:
+    """The image path: gray or BGR image -> BGR at the same size (uint8, or out's dtype): image_ab, then the ab
+    resized up and merged with the image's own full-resolution L* (color.merge_ab), written into `out` when given
+    (HxWx3 uint8 or uint16; it may be `image` itself). Files, videos, the webcam (which runs the two halves on two
+    threads), evaluation and export verification all come through here, so what is measured is what users get."""
+    return color.merge_ab(image, image_ab(predict_ab, image, info, ab_filter), out=out)
 
 
 def gray_baseline(image: np.ndarray) -> np.ndarray:
     """The image's own L* with a* = b* = 0, through the same merge: the score any colorizer must beat."""
-    return merge(color.lightness(image), np.zeros((2, 1, 1), np.float32))
+    return color.merge_ab(image, np.zeros((2, 1, 1), np.float32))

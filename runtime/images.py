@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from runtime import color, fileio
+from runtime import fileio
 from runtime.fileio import InputError
 from runtime.model import ColorizerModel
 
@@ -278,13 +278,12 @@ def colorize_image(model: ColorizerModel, path: Path, target: Path, side_by_side
     base = image[..., :3] if image.ndim == 3 else image
     alpha = image[..., 3:4] if image.ndim == 3 and image.shape[2] == 4 else None
     out_dtype = np.uint16 if image.dtype != np.uint8 and target.suffix.lower() in SIXTEEN_BIT_EXTENSIONS else np.uint8
-    ab = model.predict_ab(model.small_lightness(base))[0]
     original = as_bgr(base, out_dtype) if side_by_side else None
     if base.ndim == 3 and base.dtype == out_dtype and not side_by_side:
         out = base  # merge in place, strip by strip: a huge image never needs a second full-size copy
     else:
         out = np.empty((height, width, 3), out_dtype)
-    out = color.merge_lab(base, ab, out=out)
+    out = model.colorize_bgr(base, out=out)
     if alpha is not None:
         alpha = rescale(alpha, out_dtype)
         if out is base:

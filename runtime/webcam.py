@@ -7,19 +7,24 @@
 Keys in the window: q or Esc quit, space pause, s snapshot (PNG in the current folder), v cycle the view
 (side-by-side, color, gray), r start / stop recording (the view as it is when recording starts, without the overlay).
 
-Capture runs on its own thread (runtime.video). A camera or stream keeps only its newest frame, so a slow model skips
-frames instead of falling behind; a file gives every frame in order, so a recording keeps its frame count and fps (in
-the window a file plays at its own fps). The model's a*, b* are smoothed over time (runtime.smoothing; --smooth 0
-turns it off). Recordings are read back and counted before they get their name. Exit status: 0 done (quit, window
-closed, end of stream, --max-frames), 1 failure mid-stream, a file source that ended early or a recording that could
-not be written, 2 usage, model, provider, source or display error, 130 interrupted (SIGINT), 143 terminated (SIGTERM).
+The default model is `auto` (runtime.model.DEFAULT_MODEL: colorizer-int8 on the CPU, colorizer on CUDA). Capture
+runs on its own thread (runtime.video) and the model on another (ModelStage), one frame ahead of the merge. A camera
+or stream keeps only its newest frame, so a slow model skips frames instead of falling behind; a file gives every
+frame in order, so a recording keeps its frame count and fps (in the window a file plays at its own fps). The
+model's a*, b* are smoothed over time (runtime.smoothing; --smooth 0 turns it off). Recordings are read back and
+counted before they get their name. A progress bar only on a terminal without a window; one summary line at the end.
+Exit status: 0 done (quit, window closed, end of stream, --max-frames), 1 failure mid-stream, a file source that
+ended early or a recording that could not be written, 2 usage, model, provider, source or display error, 130
+interrupted (SIGINT), 143 terminated (SIGTERM).
 """
 
 import argparse
 import logging
 import os
+import queue
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,7 +33,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from runtime import cli, fileio
+from runtime import cli, color, contract, fileio
 from runtime.model import ColorizerModel
 from runtime.smoothing import DEFAULT_WEIGHT, AbSmoother
 from runtime.video import FrameReader, Recorder, Source, SourceError, open_source
@@ -69,13 +74,6 @@ def get_args_parser():
 
 
 # ---------------------------------------------------------------- frames, views, overlay
-
-def colorize_frame(model: ColorizerModel, smoother: AbSmoother, frame: np.ndarray) -> np.ndarray:
-    """BGR frame -> colorized BGR frame: ab from the model at its size, smoothed over time, merged with full-res L*."""
-    full, small = model.prepare(frame)
-    ab = smoother(small, model.predict_ab(small)[0])
-    return model.merge(full, ab)
-
 
 def compose(view: str, frame: np.ndarray, colored: np.ndarray) -> np.ndarray:
     if view == "color":
@@ -217,157 +215,249 @@ def window_closed() -> bool:
         return True
 
 
-# ---------------------------------------------------------------- main loop
+# ---------------------------------------------------------------- the model stage
 
-def run(args, model: ColorizerModel, source: Source) -> int:
-    """The main loop (the window is open unless --no-display); releases the source."""
-    display = not args.no_display
-    smoother = AbSmoother(args.smooth)
-    record_fps = source.fps or FALLBACK_FPS
-    if not source.fps and (args.record or display):
-        log.info("%s does not report a frame rate; recordings use %.0f fps", source.name, FALLBACK_FPS)
-    recordings, recorder = 0, None
-    state = KeyState(args.view)
+END = object()  # the model stage's last item: the stream is finished
 
-    def start_recording(target: Path, view: str) -> Recorder:
-        nonlocal recordings
-        remove_stale_partials(target.parent)
-        recordings += 1
-        return Recorder(target, record_fps, view, source.live,
-                        note=lambda message: tqdm.write(f"note: {message}", file=sys.stderr))
 
-    reader, last, redraw, window_sized = None, None, False, False
-    meter, processing_s = RateMeter(), 0.0
-    # in the window a file plays at its own fps; without one it runs as fast as it can (that is the fps figure)
-    interval = 1.0 / source.fps if display and not source.live and source.fps else 0.0
-    shown_at = None
-    total = min(filter(None, (args.max_frames, source.frame_count)), default=None)
-    progress = tqdm(total=total, unit="frame", desc=source.name, leave=False, disable=display)
-    processed, started, finished_at, reason, status = 0, None, None, "end of stream", cli.EXIT_OK
+class ModelStage:
+    """The model's half of the image path (contract.image_ab: L* at the model's size, the model, the smoothing) on
+    its own thread, one frame ahead of the main thread, which merges, records and shows the frame before.
 
-    def stop_recording():
-        nonlocal recorder, status
-        if recorder is not None:
-            finished, recorder = recorder, None
+    How two cores are shared: ONNX Runtime runs each model call on its --threads (default: every core) and releases
+    the GIL; between calls its threads stop spinning. The capture thread decodes the next frame, this thread computes
+    L* and runs the model, and the main thread merges the previous frame's ab with its full-resolution L* (OpenCV,
+    GIL released) and writes or shows it, so the model never waits for Python or the merge and the cores stay busy.
+    Items are (frame, ab), then END, or the exception that stopped the stage; at most `depth` wait (one: a camera's
+    frame is shown at most one model run after it was taken, while the model and the merge still overlap)."""
+
+    def __init__(self, model: ColorizerModel, reader: FrameReader, smoother: AbSmoother, depth: int = 1):
+        self._model, self._reader, self._smoother = model, reader, smoother
+        self._items = queue.Queue(maxsize=depth)
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="model", daemon=True)
+        self._thread.start()
+
+    def _put(self, item) -> bool:
+        while not self._stopping.is_set():
             try:
-                if finished.stop():
-                    print(f"recording: {finished.target} ({finished.frames} frames, {finished.fps:g} fps)",
-                          flush=True)
-                else:
-                    print(f"recording: nothing recorded, {finished.target} not written", flush=True)
-            except Exception as error:  # disk full: the file is not complete, so it is not there at all
-                print(f"error: recording {finished.target} failed, not written: {fileio.first_line(error)}",
-                      file=sys.stderr, flush=True)
-                status = status or cli.EXIT_FAILED
+                self._items.put(item, timeout=POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
 
-    try:
-        if args.record:
-            recorder = start_recording(Path(args.record), state.view)
-        reader = FrameReader(source)
+    def _run(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                frame = self._reader.read(timeout=POLL_S)
+                if frame is None:
+                    if self._reader.finished:
+                        break
+                    continue
+                ab = contract.image_ab(self._model.predict_ab, frame, self._model.info, self._smoother)
+                if not self._put((frame, ab)):
+                    return
+            self._put(END)
+        except Exception as error:  # the main thread reports it
+            self._put(error)
+
+    def get(self, timeout: float | None):
+        """The next (frame, ab), END, or None when nothing came within timeout; raises what stopped the stage."""
+        try:
+            item = self._items.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._model.stop_runs()  # a run in progress ends at its next operator, so shutting down never waits on it
+        self._thread.join(timeout=5.0)
+
+
+# ---------------------------------------------------------------- the live loop
+
+class LiveColorizer:
+    """The main loop: frames from the model stage are merged, recorded and (unless --no-display) shown, with keys.
+    run() returns the exit status and releases the source."""
+
+    def __init__(self, args, model: ColorizerModel, source: Source):
+        self.args, self.model, self.source = args, model, source
+        self.display = not args.no_display
+        self.state = KeyState(args.view)
+        self.record_fps = source.fps or FALLBACK_FPS
+        if not source.fps and (args.record or self.display):
+            log.info("%s does not report a frame rate; recordings use %.0f fps", source.name, FALLBACK_FPS)
+        self.recordings, self.recorder = 0, None
+        self.reader = self.stage = self.last = None
+        self.redraw = self.window_sized = False
+        self.meter, self.merge_s, self.shown_at = RateMeter(), 0.0, None
+        # in the window a file plays at its own fps; without one it runs as fast as it can (that is the fps figure)
+        self.interval = 1.0 / source.fps if self.display and not source.live and source.fps else 0.0
+        self.processed, self.started, self.finished_at = 0, None, None
+        self.reason, self.status = "end of stream", cli.EXIT_OK
+        total = min(filter(None, (args.max_frames, source.frame_count)), default=None)
+        # a bar only on a terminal without a window; logs get the one-line summary at the end
+        self.progress = tqdm(total=total, unit="frame", desc=source.name, leave=False,
+                             disable=self.display or not sys.stderr.isatty())
+
+    def note(self, message: str) -> None:
+        tqdm.write(f"note: {message}", file=sys.stderr)
+
+    def start_recording(self, target: Path) -> None:
+        remove_stale_partials(target.parent)
+        self.recordings += 1
+        self.recorder = Recorder(target, self.record_fps, self.state.view, self.source.live, note=self.note)
+
+    def stop_recording(self) -> None:
+        if self.recorder is None:
+            return
+        finished, self.recorder = self.recorder, None
+        try:
+            if finished.stop():
+                print(f"recording: {finished.target} ({finished.frames} frames, {finished.fps:g} fps)", flush=True)
+            else:
+                print(f"recording: nothing recorded, {finished.target} not written", flush=True)
+        except Exception as error:  # disk full: the file is not complete, so it is not there at all
+            print(f"error: recording {finished.target} failed, not written: {fileio.first_line(error)}",
+                  file=sys.stderr, flush=True)
+            self.status = self.status or cli.EXIT_FAILED
+
+    def run(self) -> int:
+        try:
+            if self.args.record:
+                self.start_recording(Path(self.args.record))
+            self.reader = FrameReader(self.source)
+            self.stage = ModelStage(self.model, self.reader, AbSmoother(self.args.smooth))
+            self.loop()
+        except KeyboardInterrupt as interrupt:  # SIGINT or SIGTERM (cli.interruptible): stop, keep the recording
+            self.reason, self.status = "interrupted", cli.interrupt_code(interrupt)
+        except Exception as error:  # ONNX Runtime, encoder or disk failure mid-stream: one line, keep what was recorded
+            print(f"error: {fileio.first_line(error)}", file=sys.stderr)
+            self.reason, self.status = "failed", cli.EXIT_FAILED
+        finally:
+            self.close()
+        self.check_stream()
+        self.print_summary()
+        return self.status
+
+    def loop(self) -> None:
         while True:
-            if args.max_frames is not None and processed >= args.max_frames:
-                reason = f"--max-frames {args.max_frames}"
-                break
-            frame = None
-            if not state.paused:
-                frame = reader.read(timeout=POLL_S if display else None)
-                if frame is None and reader.finished:
-                    break
-            if frame is not None:
-                began = time.perf_counter()
-                started = started or began
-                colored = colorize_frame(model, smoother, frame)
-                finished_at = time.perf_counter()
-                processing_s = 0.9 * processing_s + 0.1 * (finished_at - began)
-                processed += 1
-                meter.tick()
-                progress.update()
-                last = (frame, colored)
-                if recorder is not None:
-                    recorder.write(compose(recorder.view, frame, colored))
-            if not display:
-                continue
-            if (frame is not None or redraw) and last is not None:
-                small_h, small_w = model.model_size(*last[0].shape[:2])
-                flags = "  PAUSED" * state.paused + "  REC" * (recorder is not None)
-                text = (f"{meter.fps:.1f} fps  {model.provider.removesuffix('ExecutionProvider')}  "
-                        f"model {small_w}x{small_h}{flags}")
-                image = draw_overlay(compose(state.view, *last), text)
-                if not window_sized:
-                    fit_window(image)
-                    window_sized = True
-                cv2.imshow(WINDOW, image)
-                redraw = False
-            delay_ms = 1
-            if interval and frame is not None:  # hold the frame until the next one is due
-                now = time.perf_counter()
-                # when this frame is due: one interval after the last, or now when running late (no catching up)
-                shown_at = now if shown_at is None else max(now, shown_at + interval)
-                delay_ms = max(1, int((shown_at + interval - now - processing_s) * 1000))
-            elif state.paused:
-                delay_ms = 30
-            key = cv2.waitKey(delay_ms)
-            if window_closed():
-                reason = "window closed"
-                break
-            state, action = on_key(key, state)
-            if action is None:
-                continue
-            if action == "quit":
-                reason = "quit"
-                break
-            if action in ("pause", "resume"):
-                redraw, shown_at = True, None
-                print("paused" if state.paused else "resumed", flush=True)
-            elif action == "view":
-                redraw = True
-                print(f"view: {state.view}", flush=True)
-            elif action == "snapshot" and last is not None:
-                print(f"snapshot: {save_snapshot(compose(state.view, *last))}", flush=True)
-            elif action == "record":
-                if recorder is None:
-                    target = next_recording_path(Path(args.record) if args.record else None, recordings)
-                    recorder = start_recording(target, state.view)
-                    print(f"recording to {target} ...", flush=True)
-                else:
-                    stop_recording()
-                redraw = True
-    except KeyboardInterrupt as interrupt:  # SIGINT or SIGTERM (cli.interruptible): stop cleanly, keep the recording
-        reason, status = "interrupted", cli.interrupt_code(interrupt)
-    except Exception as error:  # ONNX Runtime, encoder or disk failure mid-stream: one line, keep what was recorded
-        print(f"error: {fileio.first_line(error)}", file=sys.stderr)
-        reason, status = "failed", cli.EXIT_FAILED
-    finally:
-        progress.close()
-        if reader is not None:
-            reader.stop()
+            if self.args.max_frames is not None and self.processed >= self.args.max_frames:
+                self.reason = f"--max-frames {self.args.max_frames}"
+                return
+            item = None if self.state.paused else self.stage.get(timeout=POLL_S if self.display else None)
+            if item is END:
+                return
+            if item is not None:
+                self.output(*item)
+            if self.display and not self.serve_window(item is not None):
+                return
+
+    def output(self, frame: np.ndarray, ab: np.ndarray) -> None:
+        """Merge the model's ab with the frame's full-resolution L*, then record it."""
+        began = time.perf_counter()
+        self.started = self.started or began
+        colored = color.merge_ab(frame, ab)
+        self.finished_at = time.perf_counter()
+        self.merge_s = 0.9 * self.merge_s + 0.1 * (self.finished_at - began)
+        self.processed += 1
+        self.meter.tick()
+        self.progress.update()
+        self.last = (frame, colored)
+        if self.recorder is not None:
+            self.recorder.write(compose(self.recorder.view, frame, colored))
+
+    def serve_window(self, new_frame: bool) -> bool:
+        """Show the newest frame (when there is one or the view changed) and handle one key; False: stop."""
+        if (new_frame or self.redraw) and self.last is not None:
+            small_h, small_w = self.model.model_size(*self.last[0].shape[:2])
+            flags = "  PAUSED" * self.state.paused + "  REC" * (self.recorder is not None)
+            text = (f"{self.meter.fps:.1f} fps  {self.model.provider.removesuffix('ExecutionProvider')}  "
+                    f"model {small_w}x{small_h}{flags}")
+            image = draw_overlay(compose(self.state.view, *self.last), text)
+            if not self.window_sized:
+                fit_window(image)
+                self.window_sized = True
+            cv2.imshow(WINDOW, image)
+            self.redraw = False
+        key = cv2.waitKey(self.key_delay_ms(new_frame))
+        if window_closed():
+            self.reason = "window closed"
+            return False
+        self.state, action = on_key(key, self.state)
+        if action == "quit":
+            self.reason = "quit"
+            return False
+        if action is not None:
+            self.act(action)
+        return True
+
+    def key_delay_ms(self, new_frame: bool) -> int:
+        if self.interval and new_frame:  # hold the frame until the next one is due
+            now = time.perf_counter()
+            # when this frame is due: one interval after the last, or now when running late (no catching up)
+            self.shown_at = now if self.shown_at is None else max(now, self.shown_at + self.interval)
+            return max(1, int((self.shown_at + self.interval - now - self.merge_s) * 1000))
+        return 30 if self.state.paused else 1
+
+    def act(self, action: str) -> None:
+        if action in ("pause", "resume"):
+            self.redraw, self.shown_at = True, None
+            print("paused" if self.state.paused else "resumed", flush=True)
+        elif action == "view":
+            self.redraw = True
+            print(f"view: {self.state.view}", flush=True)
+        elif action == "snapshot" and self.last is not None:
+            print(f"snapshot: {save_snapshot(compose(self.state.view, *self.last))}", flush=True)
+        elif action == "record":
+            if self.recorder is None:
+                target = next_recording_path(Path(self.args.record) if self.args.record else None, self.recordings)
+                self.start_recording(target)
+                print(f"recording to {target} ...", flush=True)
+            else:
+                self.stop_recording()
+            self.redraw = True
+
+    def close(self) -> None:
+        self.progress.close()
+        if self.stage is not None:
+            self.stage.stop()
+        if self.reader is not None:
+            self.reader.stop()
         else:
-            source.capture.release()
-        stop_recording()
-        if display:
+            self.source.capture.release()
+        self.stop_recording()
+        if self.display:
             cv2.destroyAllWindows()
             cv2.waitKey(1)
-    if reader is not None and reader.error is not None:
-        print(f"error: reading {source.name} failed: {fileio.first_line(reader.error)}", file=sys.stderr)
-        status = status or cli.EXIT_FAILED
-    elif reason == "end of stream" and 0 < processed < source.frame_count:  # a damaged or truncated file
-        print(f"error: {source.name}: read {processed} of {source.frame_count} declared frames", file=sys.stderr)
-        status = status or cli.EXIT_FAILED
-    print_summary(model, source, reader, processed, started, finished_at, reason)
-    return status
 
+    def check_stream(self) -> None:
+        source, reader = self.source, self.reader
+        if reader is not None and reader.error is not None:
+            print(f"error: reading {source.name} failed: {fileio.first_line(reader.error)}", file=sys.stderr)
+            self.status = self.status or cli.EXIT_FAILED
+        elif self.reason == "end of stream" and 0 < self.processed < source.frame_count:  # damaged or truncated
+            print(f"error: {source.name}: read {self.processed} of {source.frame_count} declared frames",
+                  file=sys.stderr)
+            self.status = self.status or cli.EXIT_FAILED
 
-def print_summary(model, source, reader, processed, started, finished_at, reason) -> None:
-    height, width = source.first.shape[:2]
-    small_h, small_w = model.model_size(height, width)
-    if processed == 0:
-        print(f"stopped ({reason}): no frames processed")
-        return
-    seconds = finished_at - started
-    fps = processed / seconds if seconds > 0 else float("inf")
-    skipped = f", {reader.dropped} camera frames skipped" if source.live and reader is not None else ""
-    print(f"stopped ({reason}): {processed} frames in {seconds:.1f} s, mean {fps:.1f} fps end to end "
-          f"({width}x{height} from {source.name}, model {small_w}x{small_h} on {model.provider}{skipped})")
+    def print_summary(self) -> None:
+        height, width = self.source.first.shape[:2]
+        small_h, small_w = self.model.model_size(height, width)
+        if self.processed == 0:
+            print(f"stopped ({self.reason}): no frames processed")
+            return
+        seconds = self.finished_at - self.started
+        fps = self.processed / seconds if seconds > 0 else float("inf")
+        skipped = (f", {self.reader.dropped} camera frames skipped"
+                   if self.source.live and self.reader is not None else "")
+        print(f"stopped ({self.reason}): {self.processed} frames in {seconds:.1f} s, mean {fps:.1f} fps end to end "
+              f"({width}x{height} from {self.source.name}, model {small_w}x{small_h} on {self.model.provider}"
+              f"{skipped})")
 
 
 def check_args(parser, args) -> None:
@@ -404,7 +494,7 @@ def main(argv=None) -> int:
             if not args.no_display:
                 open_window()
             source, running = None, source  # from here the capture thread owns (and releases) the capture
-            return run(args, model, running)
+            return LiveColorizer(args, model, running).run()
         except DisplayError as error:
             fileio.fail(f"{error}; use --no-display", cli.EXIT_USAGE)
         except (SourceError, *cli.MODEL_ERRORS) as error:

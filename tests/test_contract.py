@@ -138,7 +138,16 @@ def test_model_size_rounding():
     assert contract.model_size(480, 640, 256, 1) == (256, 341)
     assert contract.model_size(480, 640, 160, 32) == (160, 224)
     assert contract.model_size(100, 100, 20, 32) == (32, 32)  # never below one multiple
-    assert color.model_size is contract.model_size  # older callers, one home
+    assert contract.model_size(1080, 1920, 160, 32) == (160, 288)
+
+
+def test_model_size_caps_the_long_side():
+    """A 2 x 4000 or 1 x 20000 strip reaches the model at most MAX_ASPECT x input_size long, not 320 000 px."""
+    cap = contract.MAX_ASPECT * 160
+    assert contract.model_size(2, 4000, 160, 32) == (160, cap)
+    assert contract.model_size(20000, 1, 160, 32) == (cap, 160)
+    assert contract.model_size(10, 4000, 64, 32) == (64, contract.MAX_ASPECT * 64)
+    assert contract.model_size(160, 160 * contract.MAX_ASPECT, 160, 32) == (160, cap)  # at the cap: unchanged
 
 
 def test_model_input_for_gray_bgr_uint16_and_float():
@@ -165,7 +174,7 @@ def test_colorize_is_what_colorize_bgr_gives_bit_for_bit(tiny_model):
         # the steps spelled out: L* at the model size from resized pixels, ab merged with the full-resolution L*
         h, w = contract.model_size(*image.shape[:2], model.input_size, model.size_multiple)
         small = color.lightness(color.resize_area(image, h, w))[None, None]
-        by_hand = color.merge_lab(color.lightness(image), model.predict_ab(small)[0], source_is_lightness=True)
+        by_hand = color.merge_ab(image, model.predict_ab(small)[0])
         np.testing.assert_array_equal(out, by_hand)
         assert out.shape == image.shape[:2] + (3,) and out.dtype == np.uint8
 
@@ -218,10 +227,11 @@ def test_temperature_is_rejected_for_a_model_without_one_and_out_of_range(tiny_m
     with pytest.raises(ModelError, match="has no temperature input \\(an older model\\)"):
         ColorizerModel(tiny_model, provider="cpu", temperature=0.5)
     path = make_model("temp.onnx", temperature=1.0)
-    for bad in (0, -1, 5.5, math.nan):
-        with pytest.raises(ModelError, match="temperature must be in"):
+    for bad in (0, 1e-45, 0.0099, -1, 5.5, math.nan, math.inf):  # 1e-45 would overflow the softmax: all white
+        with pytest.raises(ModelError, match="temperature must be in \\[0.01, 5\\]"):
             ColorizerModel(path, provider="cpu", temperature=bad)
     assert ColorizerModel(path, provider="cpu", temperature=5).temperature == 5.0
+    assert ColorizerModel(path, provider="cpu", temperature=contract.MIN_TEMPERATURE).temperature == 0.01
 
 
 # ---------------------------------------------------------------- shipped names
@@ -229,13 +239,18 @@ def test_temperature_is_rejected_for_a_model_without_one_and_out_of_range(tiny_m
 def test_shipped_model_names_are_scanned(tmp_path, monkeypatch):
     package, repo = tmp_path / "package", tmp_path / "checkpoints"
     package.mkdir(), repo.mkdir()
-    make_tiny_colorizer(package / "colorizer.onnx")
+    make_tiny_colorizer(package / "colorizer-int8.onnx")
+    make_tiny_colorizer(repo / "colorizer-int8.onnx")
     make_tiny_colorizer(repo / "colorizer.onnx")
     make_tiny_colorizer(repo / "general-v2.onnx")
     (repo / "colorizer.pt").write_bytes(b"not a model")
     monkeypatch.setattr(runtime_model, "shipped_model_dirs", lambda: [package, repo, tmp_path / "missing"])
-    assert runtime_model.shipped_model_names() == ["colorizer", "general-v2"]
-    assert runtime_model.resolve_model(None) == package / "colorizer.onnx"  # package data first
+    assert runtime_model.shipped_model_names() == ["colorizer", "colorizer-int8", "general-v2"]
+    # the default ("auto"): int8 on the CPU, fp32 on a GPU; package data first
+    assert runtime_model.resolve_model(None) == runtime_model.resolve_model("auto") == package / "colorizer-int8.onnx"
+    monkeypatch.setattr(runtime_model, "available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert runtime_model.resolve_model("auto") == runtime_model.resolve_model(None, "cuda") == repo / "colorizer.onnx"
+    assert runtime_model.resolve_model("auto", "cpu") == package / "colorizer-int8.onnx"
     assert runtime_model.resolve_model("general-v2") == repo / "general-v2.onnx"
-    with pytest.raises(ModelError, match="shipped models installed here: colorizer, general-v2"):
+    with pytest.raises(ModelError, match="shipped models installed here: colorizer, colorizer-int8, general-v2"):
         runtime_model.resolve_model("colorizer-fp16")

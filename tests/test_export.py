@@ -215,6 +215,19 @@ def test_verify_passes_an_honest_export(exported, tiny_data):
     assert "warning" not in result.stderr
 
 
+@pytest.mark.parametrize("engine", ["opencv", "openvino"])
+def test_verify_runs_the_file_in_other_engines(exported, tiny_data, engine):
+    """The same file, fed through the runtime's image path, in OpenCV DNN and OpenVINO: within fp32's tolerance."""
+    if engine == "openvino":
+        pytest.importorskip("openvino", reason="the edge extra (pip install '.[edge]') is not installed")
+    checkpoint, onnx_path = exported
+    result = run("export.verify", "--checkpoint", checkpoint, "--onnx", onnx_path, "--data", tiny_data,
+                 "--images", 4, "--engine", engine, "--json")
+    report = last_json(result)
+    assert report["ok"] is True and report["engine"] == engine and report["provider"] == f"{engine} CPU"
+    assert report["max_abs_ab"] <= 0.05
+
+
 def test_verify_samples_flowers_and_general_half_each(tiny_data):
     from export.verify import image_paths
 

@@ -14,7 +14,7 @@ import onnxruntime as ort
 import pytest
 from skimage.color import lab2rgb, rgb2lab
 
-from runtime import ColorizerModel, ModelError, ProviderError, color, model as runtime_model, resolve_model
+from runtime import ColorizerModel, ModelError, ProviderError, color, contract, model as runtime_model, resolve_model
 from tests.conftest import REPO, make_conv_model, make_tiny_colorizer
 
 
@@ -35,7 +35,7 @@ def test_resolve_model_shipped_names_and_paths(tmp_path, monkeypatch):
     for name in ("colorizer", "colorizer-int8", "seed-colorizer"):
         make_tiny_colorizer(shipped / f"{name}.onnx")
     monkeypatch.setattr(runtime_model, "shipped_model_dirs", lambda: [shipped])
-    assert resolve_model(None) == shipped / "colorizer.onnx"
+    assert resolve_model(None) == shipped / "colorizer-int8.onnx"  # auto: int8 on the CPU
     assert resolve_model("colorizer-int8") == shipped / "colorizer-int8.onnx"
     assert resolve_model("seed-colorizer.onnx") == shipped / "seed-colorizer.onnx"
     own = make_tiny_colorizer(tmp_path / "mine.onnx")
@@ -60,8 +60,8 @@ def test_model_size_keeps_aspect_and_multiple(tmp_path):
     assert model.model_size(480, 640) == (160, 224)  # 213.3 -> 224
     assert model.model_size(1080, 1920) == (160, 288)  # 284.4 -> 288
     assert model.model_size(2000, 500) == (640, 160)
-    full, small = model.prepare(textured_image(480, 640))
-    assert full.shape == (480, 640) and small.shape == (1, 1, 160, 224) and small.dtype == np.float32
+    small = contract.model_input(textured_image(480, 640), model.info)
+    assert small.shape == (1, 1, 160, 224) and small.dtype == np.float32
 
 
 def test_predict_ab_matches_the_graph_by_hand(tiny_model):
@@ -166,19 +166,12 @@ def test_merge_in_strips_equals_one_pass(tiny_model, monkeypatch):
     whole, whole_l = model.colorize_bgr(image), color.lightness(image)
     monkeypatch.setattr(color, "STRIP_PIXELS", 170 * 7)  # 22 strips, the last one short
     np.testing.assert_array_equal(color.lightness(image), whole_l)
-    ab = model.predict_ab(model.small_lightness(image))[0]
-    striped = color.merge_lab(image, ab)
+    ab = model.predict_ab(contract.model_input(image, model.info))[0]
+    striped = color.merge_ab(image, ab)
     assert np.abs(striped.astype(int) - whole).max() <= 1
     in_place = image.copy()
-    assert color.merge_lab(in_place, ab, out=in_place) is in_place
+    assert color.merge_ab(in_place, ab, out=in_place) is in_place
     np.testing.assert_array_equal(in_place, striped)
-
-
-def test_model_size_rounding():
-    assert color.model_size(480, 640, 256, 1) == (256, 341)
-    assert color.model_size(480, 640, 256, 32) == (256, 352)
-    assert color.model_size(10, 4000, 64, 32) == (64, 25600)
-    assert color.model_size(100, 100, 20, 32) == (32, 32)  # never below one multiple
 
 
 def test_tiny_fixture_metadata_is_json(tiny_model):

@@ -18,7 +18,7 @@ def tiny32(make_model):
 
 def test_benchmark_json_report(tiny32, capsys):
     code = main(["--model", tiny32, "--provider", "cpu", "--sizes", "32,48", "--batches", "1,2",
-                 "--repeat", "3", "--json"])
+                 "--repeat", "3", "--webcam-frames", "12", "--json"])
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     assert report["provider"] == "CPUExecutionProvider"
@@ -29,14 +29,27 @@ def test_benchmark_json_report(tiny32, capsys):
         assert row["img_per_s"] == pytest.approx(row["batch"] * 1000 / row["median_ms"])
     assert [p["frame"] for p in report["pipeline"]] == ["640x480", "1280x720"]
     assert report["pipeline"][0]["model_size"] == "32x43"
+    for row in report["pipeline"]:  # both timed (no comparison: 3 runs on a shared machine order nothing)
+        assert row["image_path_ms"] > 0 and row["median_ms"] > 0
+    # the webcam's own loop over a generated clip: every frame through
+    assert [(w["model"], w["frame"], w["frames"]) for w in report["webcam"]] == [
+        ("tiny", "640x480", 12), ("tiny", "1280x720", 12)]
+    assert all(w["fps"] > 0 for w in report["webcam"])
+    cpu = report["cpu"]
+    assert cpu["name"] and cpu["cores"] >= 1
+    assert set(cpu["instruction_sets"]) <= {"AVX2", "AVX-512", "VNNI", "AMX", "unknown"}
+    if "avx2" in open("/proc/cpuinfo").read():
+        assert "AVX2" in cpu["instruction_sets"]
     assert report["peak_rss_mb"] > 10
     assert "pytorch_eager" not in report  # ONNX only: PyTorch is export.benchmark_torch's job
 
 
 def test_benchmark_table_and_errors(tiny32, tmp_path, capsys):
-    assert main(["--model", tiny32, "--provider", "cpu", "--sizes", "32", "--batches", "1", "--repeat", "1"]) == 0
+    assert main(["--model", tiny32, "--provider", "cpu", "--sizes", "32", "--batches", "1", "--repeat", "1",
+                 "--webcam-frames", "2"]) == 0
     out = capsys.readouterr().out
-    assert "model only" in out and "full pipeline" in out and "peak RSS" in out
+    assert "model only" in out and "full pipeline" in out and "webcam end to end" in out and "peak RSS" in out
+    assert out.splitlines()[0].endswith(tuple(benchmark.cpu_info()["instruction_sets"]) or "AVX-512")
     assert main(["--model", str(tmp_path / "missing.onnx")]) == 2
     assert "error:" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_:
@@ -62,9 +75,11 @@ def test_benchmark_keeps_one_session_alive_at_a_time(make_model, monkeypatch, ca
     monkeypatch.setattr(benchmark, "ColorizerModel", Counted)
     monkeypatch.setattr(benchmark, "shipped_model_path", lambda name: shipped.get(name))
     monkeypatch.setattr(benchmark, "benchmark_models", lambda args: list(shipped.values()))
-    assert main(["--provider", "cpu", "--sizes", "32", "--batches", "1", "--repeat", "1", "--json"]) == 0
+    assert main(["--provider", "cpu", "--sizes", "32", "--batches", "1", "--repeat", "1", "--webcam-frames", "2",
+                 "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert [m["model"] for m in report["models"]] == ["colorizer", "colorizer-int8"]
+    assert report["default_model"] == "colorizer-int8" and report["pipeline"][0]["model"] == "colorizer-int8"
     assert most[0] == 1 and alive[0] == 0
 
 

@@ -89,6 +89,40 @@ def test_recording_from_a_file_keeps_every_frame_in_order(tmp_path, tiny, capsys
     assert sorted(p.name for p in target.parent.iterdir()) == ["rec.mp4"]  # no temp file left behind
 
 
+def test_off_a_terminal_no_progress_bar_but_one_summary_line(tmp_path, tiny, capsys):
+    """A log gets no carriage-return progress updates, only the summary (pytest's capture is no terminal)."""
+    source = make_video(tmp_path / "clip.mp4", frames=40, fps=24.0)
+    code, out, err = run(["--source", source, "--no-display"], tiny, capsys)
+    assert code == 0, err
+    assert "\r" not in err and "frame/s" not in err and "it/s" not in err
+    (summary,) = [line for line in out.splitlines() if line.startswith("stopped")]
+    assert summary.startswith("stopped (end of stream): 40 frames in") and "fps end to end" in summary
+
+
+def test_model_stage_keeps_the_frame_order_and_the_smoothing(tmp_path, tiny):
+    """The model's half of the image path on its own thread gives, frame by frame, what the one-thread image path
+    with the same smoother gives (the order the smoother sees frames in is unchanged)."""
+    from runtime import color
+    from runtime.model import ColorizerModel
+    from runtime.smoothing import AbSmoother
+    from runtime.webcam import END, ModelStage
+
+    model = ColorizerModel(tiny, provider="cpu")
+    source = make_video(tmp_path / "clip.mp4", frames=12)
+    reader = FrameReader(open_source(None, str(source)))
+    stage = ModelStage(model, reader, AbSmoother(0.6))
+    smoother, decoded = AbSmoother(0.6), read_video(source)[0]
+    try:
+        for index in range(len(decoded)):
+            frame, ab = stage.get(timeout=10)
+            np.testing.assert_array_equal(frame, decoded[index])
+            np.testing.assert_array_equal(color.merge_ab(frame, ab), model.colorize_bgr(frame, ab_filter=smoother))
+        assert stage.get(timeout=10) is END
+    finally:
+        stage.stop()
+        reader.stop()
+
+
 def test_side_by_side_recording_and_max_frames(tmp_path, tiny, capsys):
     source = make_video(tmp_path / "clip.mp4", frames=30, fps=15.0)
     target = tmp_path / "sbs.mp4"

@@ -8,7 +8,6 @@ import pytest
 from runtime.model import ColorizerModel
 from runtime import color, smoothing
 from runtime.smoothing import CUT_THRESHOLD, DEFAULT_WEIGHT, AbSmoother, scene_change, thumbnail
-from runtime.webcam import colorize_frame
 from tests.onnx_fixtures import make_tiny_colorizer
 
 HEIGHT, WIDTH = 120, 160
@@ -49,9 +48,9 @@ def mean_step(outputs: list) -> float:
 
 def test_static_noise_is_calmed_at_least_twice(model):
     frames = noisy(scene("a"), 24)
-    raw = [colorize_frame(model, AbSmoother(0.0), f) for f in frames]
+    raw = [model.colorize_bgr(f, ab_filter=AbSmoother(0.0)) for f in frames]
     smoother = AbSmoother()
-    smoothed = [colorize_frame(model, smoother, f) for f in frames]
+    smoothed = [model.colorize_bgr(f, ab_filter=smoother) for f in frames]
     # skip the first frames, while the average settles
     off, on = mean_step(raw[6:]), mean_step(smoothed[6:])
     print(f"static scene, sensor noise sigma 6: mean |dab| per frame {off:.3f} off, {on:.3f} at "
@@ -63,12 +62,12 @@ def test_static_noise_is_calmed_at_least_twice(model):
 
 def test_scene_cut_is_followed_within_two_frames(model, monkeypatch):
     frames = noisy(scene("a"), 10, seed=1) + noisy(scene("b"), 4, seed=2)
-    raw = [colorize_frame(model, AbSmoother(0.0), f) for f in frames]
+    raw = [model.colorize_bgr(f, ab_filter=AbSmoother(0.0)) for f in frames]
     jump = np.abs(ab_of(raw[9]) - ab_of(raw[10])).mean()
     assert jump > 5.0  # the cut changes the colours a lot
 
     def lag_after_cut(smoother):
-        out = [colorize_frame(model, smoother, f) for f in frames]
+        out = [model.colorize_bgr(f, ab_filter=smoother) for f in frames]
         return [float(np.abs(ab_of(out[i]) - ab_of(raw[i])).mean()) for i in (10, 11)]
 
     smoother = AbSmoother()
@@ -96,9 +95,9 @@ def test_moving_object_takes_its_new_colours(model):
         x0 = 10 + 16 * step
         image[40:80, x0:x0 + 24] = 240
         frames.append(noisy(image, 1, seed=step)[0])
-    raw = [colorize_frame(model, AbSmoother(0.0), f) for f in frames]
+    raw = [model.colorize_bgr(f, ab_filter=AbSmoother(0.0)) for f in frames]
     smoother = AbSmoother()
-    smoothed = [colorize_frame(model, smoother, f) for f in frames]
+    smoothed = [model.colorize_bgr(f, ab_filter=smoother) for f in frames]
     moved = np.zeros((HEIGHT, WIDTH), bool)
     moved[44:76, 10 + 16 * 7 + 4:10 + 16 * 7 + 20] = True  # inside the square's last position, away from its edges
     ghost = np.abs(ab_of(smoothed[7]) - ab_of(raw[7]))[moved].mean()

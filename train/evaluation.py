@@ -98,11 +98,8 @@ def damaged_print(truth: np.ndarray, name: str) -> np.ndarray:
 
 def colorize_damaged(predict_ab, truth: np.ndarray, info: contract.ModelInfo, name: str) -> np.ndarray:
     """The old-print protocol: the model sees the photo as a damaged print (damaged_print), and its ab is merged
-    with the clean photo's L*, so only the colour is judged."""
-    clean = color.lightness(truth)
-    damaged = damaged_print(truth, name)
-    lightness = contract.model_input(damaged, info)
-    return contract.merge(clean, np.asarray(predict_ab(lightness))[0])
+    with the clean photo's L* (the image path's two halves), so only the colour is judged."""
+    return color.merge_ab(truth, contract.image_ab(predict_ab, damaged_print(truth, name), info))
 
 
 def _score_one(predict_ab, info, path, size, damage: bool):
