@@ -3,7 +3,6 @@ options (--model, --provider, --size, --temperature, --threads) and loading the 
 
 import argparse
 import contextlib
-import math
 import os
 import signal
 import threading
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import cv2
 
-from runtime import fileio
+from runtime import contract, fileio
 from runtime import model as model_module
 from runtime.model import PROVIDERS, ColorizerModel, ModelError, ProviderError
 
@@ -23,10 +22,7 @@ EXIT_SIGINT = 128 + signal.SIGINT  # 130: interrupted (Ctrl-C)
 EXIT_SIGTERM = 128 + signal.SIGTERM  # 143: terminated
 
 MAX_SIZE = 2048  # --size above this needs gigabytes per image for nothing: the models are trained at 112-224 px
-MAX_TEMPERATURE = 5.0
 HARD_EXIT_SECONDS = 0.8  # a signal the main thread has not taken by then ends the process (see interruptible)
-THREADS_PER_CORE = 4
-MAX_THREADS = 256
 
 
 class Interrupted(KeyboardInterrupt):
@@ -136,32 +132,27 @@ def model_size(text: str) -> int:
 
 def temperature(text: str) -> float:
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not (math.isfinite(value) and 0.0 < value <= MAX_TEMPERATURE):
-        raise argparse.ArgumentTypeError(f"must be above 0 and at most {MAX_TEMPERATURE:g}, got {text}")
-    return value
+        return contract.check_temperature(text)
+    except contract.ContractError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def positive_int(text: str) -> int:
     return _whole_number(text, 1, None, "must be positive")
 
 
-def max_threads() -> int:
-    return min(MAX_THREADS, THREADS_PER_CORE * model_module.default_threads())
-
-
 def threads(text: str) -> int:
-    cap = max_threads()
-    return _whole_number(text, 1, cap, f"must be 1 to {cap} ({THREADS_PER_CORE} per core here, at most {MAX_THREADS})")
+    try:
+        return model_module.check_threads(_whole_number(text, 1, None, "must be positive"))
+    except ModelError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     installed = installed_models()
     names = ", ".join(installed) if installed else "none installed"
     parser.add_argument("--model", default=None,
-                        help=f"installed model name ({names}) or .onnx path (default: {model_module.DEFAULT_MODEL})")
+                        help=f"installed model name ({names}) or .onnx path (default: {model_module.AUTO_HELP})")
     parser.add_argument("--provider", default="auto", choices=PROVIDERS,
                         help="auto = CUDA when available, else CPU; cuda/tensorrt fail rather than fall back")
     parser.add_argument("--size", type=model_size, default=None, metavar="PX",
@@ -169,7 +160,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=temperature, default=None, metavar="T",
                         help=f"annealed-mean temperature, the vividness control: how much each pixel averages its likely "
                              f"colours; for the default model higher gives everyday photos more colour "
-                             f"(0 < T <= {MAX_TEMPERATURE:g}; default: the model's own)")
+                             f"({contract.MIN_TEMPERATURE:g} <= T <= {contract.MAX_TEMPERATURE:g}; default: the model's own)")
     parser.add_argument("--threads", type=threads, default=None, help="ONNX Runtime threads (default: all cores)")
 
 

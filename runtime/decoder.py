@@ -1,20 +1,18 @@
 """Video files decoded in a child process, so that a decoder crash is one input's failure, not the program's.
 
 OpenCV's FFmpeg backend aborts the whole process on some videos (a 10-frame uncompressed AVI ends in heap corruption,
-exit 134 or 139) with no Python exception to catch. Here a child process (this module's `child_main`) opens the file
+exit 134 or 139) with no Python exception to catch. Here a child process (runtime/decode_child.py) opens the file
 with cv2.VideoCapture and streams what it decodes over its stdout: an INFO record (fps, declared frame count), one
 FRAME record per frame (its shape, then its pixels), and END, or one ERROR record (a one-line reason). The parent
 (`VideoDecoder`) reads the records as it needs frames; the pipe's buffer keeps the child a frame or two ahead, so
 decoding and the model overlap and memory stays bounded. When the child dies before END, its signal becomes
-`DecoderCrash`; so does a child that sends nothing for DECODE_TIMEOUT seconds (it is killed). `probe_video` decodes
-the first frames of a file the same way, for callers (the webcam) that then open the file themselves.
+`DecoderCrash`; so does a child that sends nothing for DECODE_TIMEOUT seconds (it is killed). The webcam reads
+its --source files through `ChildCapture`, the same child behind cv2.VideoCapture's methods.
 """
 
 import contextlib
 import os
 import select
-import signal
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -22,22 +20,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from runtime import fileio
+from runtime import decode_child, fileio
+from runtime.decode_child import INFO, KIND_END, KIND_ERROR, KIND_FRAME, KIND_INFO, RECORD
 from runtime.fileio import InputError
 from runtime.video import SourceError
 
-RECORD = struct.Struct("<B3I")  # kind, then three numbers: (height, width, channels) / (message length, 0, 0)
-INFO = struct.Struct("<dq")  # fps, declared frame count
-KIND_INFO, KIND_FRAME, KIND_END, KIND_ERROR = range(4)
 MAX_FRAME_BYTES = 1 << 31
-PROBE_FRAMES = 30
 PIPE_BYTES = 1 << 20
 DECODE_TIMEOUT = 60.0  # seconds the child may take for its next bytes (one frame, or opening the file)
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent
-# The child runs this module from the folder this very package came from, in place of the current folder (where
-# `python -m` would look first, and where a user's own `runtime/` folder may be).
-CHILD_START = "import runpy, sys; sys.path[0] = sys.argv.pop(1); runpy.run_module('runtime.decoder', " \
-              "run_name='__main__', alter_sys=True)"
+# The child is a plain script run in isolated mode (-I): it imports OpenCV and numpy only, never this package (whose
+# import costs a video's start half a second), nor anything from the current folder or PYTHONPATH.
+CHILD_SCRIPT = Path(decode_child.__file__).resolve()
 
 
 class DecoderCrash(InputError):
@@ -47,49 +40,6 @@ class DecoderCrash(InputError):
 class SourceCrash(SourceError):
     """A video file given as a source crashes (or hangs) the decoder: the input's failure (exit 1), not a usage
     error."""
-
-
-# ---------------------------------------------------------------- the child
-
-def _send(out, kind: int, a: int = 0, b: int = 0, c: int = 0, payload=b"") -> None:
-    out.write(RECORD.pack(kind, a, b, c))
-    out.write(payload)
-
-
-def _decode_to(out, path: str, limit: int | None) -> None:
-    capture = cv2.VideoCapture(path)
-    if not capture.isOpened():
-        message = b"not a readable video (corrupt or unsupported format)"
-        _send(out, KIND_ERROR, len(message), payload=message)
-        return
-    _send(out, KIND_INFO, payload=INFO.pack(capture.get(cv2.CAP_PROP_FPS), int(capture.get(cv2.CAP_PROP_FRAME_COUNT))))
-    count = 0
-    while limit is None or count < limit:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frame = np.ascontiguousarray(frame if frame.ndim == 3 else frame[..., None], dtype=np.uint8)
-        _send(out, KIND_FRAME, *frame.shape, payload=frame.data)
-        count += 1
-    _send(out, KIND_END)
-    out.flush()
-    capture.release()
-
-
-def child_main(argv: list[str]) -> int:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent decides
-    limit = int(argv[1]) if len(argv) > 1 else None
-    out = os.fdopen(os.dup(1), "wb")  # the records go here; anything a library prints goes to stderr (discarded)
-    os.dup2(2, 1)
-    try:
-        _decode_to(out, argv[0], limit)
-    except BrokenPipeError:  # the parent stopped reading (it is done with this video, or interrupted)
-        os._exit(0)
-    except Exception:  # one line for the parent, in words rather than OpenCV's internals
-        message = b"the video decoder failed on this file"
-        _send(out, KIND_ERROR, len(message), payload=message)
-        out.flush()
-    return 0
 
 
 # ---------------------------------------------------------------- the parent
@@ -103,8 +53,7 @@ class VideoDecoder:
         self.path, self.timeout = Path(path), timeout
         env = {**os.environ}
         env.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-        command = [sys.executable, "-c", CHILD_START, str(PACKAGE_ROOT), str(self.path),
-                   *([str(limit)] if limit else [])]
+        command = [sys.executable, "-I", str(CHILD_SCRIPT), str(self.path), *([str(limit)] if limit else [])]
         self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                          stderr=subprocess.DEVNULL, env=env, bufsize=0)
         self._ended = False
@@ -180,19 +129,36 @@ class VideoDecoder:
         self._process.stdout.close()
 
 
-def probe_video(path: Path | str, frames: int = PROBE_FRAMES) -> None:
-    """Decode the first `frames` frames of a video file in a child process; raise SourceCrash (a SourceError naming
-    the file) when the decoder crashes or hangs on them. Other problems (unreadable, no frames) are left to the
-    caller's own open."""
-    try:
-        with VideoDecoder(path, limit=frames) as decoder:
-            for _ in decoder.frames():
-                pass
-    except DecoderCrash as crash:
-        raise SourceCrash(f"{fileio.shown(path)}: {crash}") from None
-    except InputError:
-        pass
+class ChildCapture:
+    """cv2.VideoCapture's isOpened / read / get / release over a VideoDecoder: the webcam's --source files are decoded
+    in a child too, so a file that crashes the decoder, at its first frame or its last, ends the stream with one
+    error line (SourceCrash, exit 1) instead of ending the process."""
 
+    def __init__(self, path: Path | str):
+        self.path = path
+        try:
+            self._decoder = VideoDecoder(path)
+        except InputError as error:
+            raise self._error(error) from None
+        self._frames = self._decoder.frames()
 
-if __name__ == "__main__":
-    sys.exit(child_main(sys.argv[1:]))
+    def _error(self, error: InputError) -> SourceError:
+        kind = SourceCrash if isinstance(error, DecoderCrash) else SourceError
+        return kind(f"{fileio.shown(self.path)}: {error}")
+
+    def isOpened(self) -> bool:  # noqa: N802 (cv2.VideoCapture's name)
+        return True
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        try:
+            frame = next(self._frames, None)
+        except InputError as error:
+            raise self._error(error) from None
+        return frame is not None, frame
+
+    def get(self, prop: int) -> float:
+        values = {cv2.CAP_PROP_FPS: self._decoder.fps, cv2.CAP_PROP_FRAME_COUNT: self._decoder.declared}
+        return float(values.get(prop, 0.0))
+
+    def release(self) -> None:
+        self._decoder.close()

@@ -56,7 +56,9 @@ def is_live(source: str) -> bool:
     return "://" in source or Path(source).is_char_device()
 
 
-def open_source(camera: int | None, source: str | None) -> Source:
+def open_source(camera: int | None, source: str | None, open_file=cv2.VideoCapture) -> Source:
+    """The camera or --source (a file, an image-sequence pattern or a stream), its first frame read; open_file opens
+    a plain file (the webcam passes decoder.ChildCapture, so a hostile file cannot crash it)."""
     if source is None:
         index = 0 if camera is None else camera
         name, live = f"camera {index}", True
@@ -73,7 +75,7 @@ def open_source(camera: int | None, source: str | None) -> Source:
             raise SourceError(f"source {source} is a folder (for an image sequence give a pattern: frames_%04d.png)")
         if not live and not path.exists() and "%" not in source:
             raise SourceError(f"source not found: {source}")
-        capture = cv2.VideoCapture(source)
+        capture = (open_file if path.is_file() else cv2.VideoCapture)(source)
         if not capture.isOpened():
             raise SourceError(f"cannot open {source} (not a readable video, image sequence or stream)")
     ok, first = capture.read()

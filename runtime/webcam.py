@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from runtime import cli, color, contract, fileio
+from runtime import cli, color, contract, decoder, fileio
 from runtime.model import ColorizerModel
 from runtime.smoothing import DEFAULT_WEIGHT, AbSmoother
 from runtime.video import FrameReader, Recorder, Source, SourceError, open_source
@@ -487,7 +487,7 @@ def main(argv=None) -> int:
             if not args.no_display:
                 quiet_qt_fonts()
                 check_display()
-            source = open_source(args.camera, args.source)
+            source = open_source(args.camera, args.source, open_file=decoder.ChildCapture)
             model = cli.load_model(args)
             height, width = source.first.shape[:2]
             log.info("%s: %dx%d%s", source.name, width, height, f" at {source.fps:g} fps" if source.fps else "")
@@ -497,6 +497,8 @@ def main(argv=None) -> int:
             return LiveColorizer(args, model, running).run()
         except DisplayError as error:
             fileio.fail(f"{error}; use --no-display", cli.EXIT_USAGE)
+        except decoder.SourceCrash as error:  # the input's failure, as in runtime.colorize
+            fileio.fail(str(error), cli.EXIT_FAILED)
         except (SourceError, *cli.MODEL_ERRORS) as error:
             fileio.fail(str(error), cli.EXIT_USAGE)
         except KeyboardInterrupt as interrupt:  # before the main loop started
