@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from runtime import contract
 from runtime.cli import interrupt_code, interruptible
 from runtime.fileio import fail, first_line, write_bytes_atomic
-from train import data as flowers
+from train import data as datasets
 from train.engine import CheckpointError, file_sha256, non_finite_count, signals_deferred
 from train.models import load_colorizer
 
@@ -264,21 +264,21 @@ def calibration_paths(folder, count: int) -> list[Path]:
     """A data root -> an evenly spaced sample of Flowers-102's seed train subset and, when the root has it, the
     general set's train split (half each); any other folder -> a sample of its images."""
     try:
-        flowers.flowers_dir(folder)
-    except flowers.DataError:
-        return flowers.find_images(folder, limit=count)
-    if not flowers.has_general(folder):
-        return flowers.flowers_subset(folder, "train", "seed", limit=count)[0]
+        datasets.flowers_dir(folder)
+    except datasets.DataError:
+        return datasets.find_images(folder, limit=count)
+    if not datasets.has_general(folder):
+        return datasets.flowers_subset(folder, "train", "seed", limit=count)[0]
     half = max(1, count // 2)
-    return (flowers.flowers_subset(folder, "train", "seed", limit=half)[0]
-            + flowers.general_subset(folder, "train", limit=count - half)[0])
+    return (datasets.flowers_subset(folder, "train", "seed", limit=half)[0]
+            + datasets.general_subset(folder, "train", limit=count - half)[0])
 
 
 def calibration_lightness(path, info: contract.ModelInfo) -> np.ndarray:
     """One photo -> L* [1,1,h,w] as the runtime feeds it (contract.model_input of what cv2 reads)."""
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if bgr is None:
-        raise flowers.DataError(f"cannot read calibration image {path}")
+        raise datasets.DataError(f"cannot read calibration image {path}")
     return contract.model_input(bgr, info)
 
 
@@ -394,7 +394,7 @@ def main(argv=None):
             fail("--calibration-images must be at least 1", code=2)
         try:
             calibration = calibration_paths(args.calibration, args.calibration_images)
-        except flowers.DataError as exc:
+        except datasets.DataError as exc:
             fail(first_line(exc), code=2)
     model, meta = load_colorizer_or_fail(args.checkpoint)
     bad, total = non_finite_count(model.state_dict())
@@ -406,7 +406,7 @@ def main(argv=None):
             model_proto = export(model, meta, file_sha256(args.checkpoint), args.precision, args.opset, calibration)
             with signals_deferred():  # a signal waits for the save to finish or fail and remove its temp file
                 save_atomic(model_proto, args.out)
-    except flowers.DataError as exc:  # a calibration image that cannot be read
+    except datasets.DataError as exc:  # a calibration image that cannot be read
         fail(first_line(exc), code=2)
     except OSError as exc:  # a full disk, here or in int8's temporary folder; write_atomic removed its temp file
         fail(f"cannot write {args.out}: {exc.strerror or first_line(exc)} (nothing written)", code=1)

@@ -126,7 +126,7 @@ def _whole_number(text: str, low: int, high: int | None, what: str) -> int:
     return value
 
 
-def model_size(text: str) -> int:
+def size_option(text: str) -> int:
     return _whole_number(text, 1, MAX_SIZE, f"must be 1 to {MAX_SIZE} px")
 
 
@@ -155,7 +155,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                         help=f"installed model name ({names}) or .onnx path (default: {model_module.AUTO_HELP})")
     parser.add_argument("--provider", default="auto", choices=PROVIDERS,
                         help="auto = CUDA when available, else CPU; cuda/tensorrt fail rather than fall back")
-    parser.add_argument("--size", type=model_size, default=None, metavar="PX",
+    parser.add_argument("--size", type=size_option, default=None, metavar="PX",
                         help=f"model input size (shorter side, 1-{MAX_SIZE} px); default from the model's metadata")
     parser.add_argument("--temperature", type=temperature, default=None, metavar="T",
                         help=f"annealed-mean temperature, the vividness control: how much each pixel averages its likely "

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 from tqdm import tqdm
 
-from train import data as flowers
+from train import data as datasets
 from runtime.cli import positive_int
 from runtime.fileio import first_line
 from train import engine
@@ -56,8 +56,8 @@ def lightness_input(images_uint8: torch.Tensor, device, jitter: bool = False) ->
 
 def load_subset(args, subset: str, image_size: int, general: bool = True):
     """-> (uint8 images, labels tensor, source of each image, class names)."""
-    paths, labels, groups, names = flowers.labelled_subset(args.data, subset, args.split, args.limit, general)
-    images = flowers.load_image_array(paths, stored_size(image_size), args.cache_dir, desc=f"decoding {subset}")
+    paths, labels, groups, names = datasets.labelled_subset(args.data, subset, args.split, args.limit, general)
+    images = datasets.load_image_array(paths, stored_size(image_size), args.cache_dir, desc=f"decoding {subset}")
     return images, torch.tensor(labels), groups, names
 
 
@@ -75,7 +75,7 @@ def evaluate_model(model, images, labels, groups, image_size, device, batch_size
         top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
         hits1.append((top5[:, 0] == target).cpu())
         hits5.append((top5 == target[:, None]).any(dim=1).cpu())
-        hits_flower.append((logits[:, : flowers.FLOWER_CLASSES].argmax(1) == target).cpu())
+        hits_flower.append((logits[:, : datasets.FLOWER_CLASSES].argmax(1) == target).cpu())
     hits1, hits5, hits_flower = torch.cat(hits1), torch.cat(hits5), torch.cat(hits_flower)
     total = len(hits1)
     per_source = {}
@@ -129,7 +129,7 @@ def fit(args):
     eval_size = args.eval_image_size or args.image_size
 
     if args.download and engine.is_main_process():
-        flowers.download_flowers(args.data)
+        datasets.download_flowers(args.data)
     engine.barrier()
     general = args.sources == "all"
     train_images, train_labels, _, class_names = load_subset(args, "train", args.image_size, general)
@@ -246,7 +246,7 @@ def evaluate(args):
     device = engine.setup_device(args.device)
     model, meta = load_classifier(args.checkpoint)
     image_size = args.image_size or meta.get("eval_image_size") or meta.get("image_size", 112)
-    general = model.fc.out_features > flowers.FLOWER_CLASSES
+    general = model.fc.out_features > datasets.FLOWER_CLASSES
     images, labels, groups, names = load_subset(args, args.subset, image_size, general)
     known = meta.get("classes")
     if known and list(known[: len(names)]) != names:  # the labels would index other classes: wrong counts
@@ -269,7 +269,7 @@ def get_args_parser():
                        "(and general/, whose labelled sources are used when present)")
         p.add_argument("--split", default="seed", choices=["seed", "official"])
         p.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
-        p.add_argument("--cache-dir", type=Path, default=flowers.default_cache_dir(), help="decoded-image cache")
+        p.add_argument("--cache-dir", type=Path, default=datasets.default_cache_dir(), help="decoded-image cache")
         p.add_argument("--limit", type=int, default=None, help="use only this many images per subset (smoke tests)")
 
     f = sub.add_parser("fit", help="train from scratch (or --resume)")
@@ -296,7 +296,7 @@ def get_args_parser():
     e = sub.add_parser("evaluate", help="top-1 / top-5 of a checkpoint on one subset")
     common(e)
     e.add_argument("--checkpoint", required=True, type=Path)
-    e.add_argument("--subset", default="valid", choices=list(flowers.SUBSETS))
+    e.add_argument("--subset", default="valid", choices=list(datasets.SUBSETS))
     e.add_argument("--image-size", type=int, default=None, help="default: the checkpoint's")
     e.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     e.set_defaults(func=evaluate)

@@ -89,7 +89,7 @@ def training_sets(args) -> list[tuple[str, list]]:
         sets.append(("images", datasets.find_images(args.images, limit=args.limit)))
     unknown = set(args.mix) - {name for name, _ in sets}
     if unknown:
-        raise datasets.DataError(f"--mix names {', '.join(sorted(unknown))}, which this run does not train on")
+        raise engine.UsageError(f"--mix names {', '.join(sorted(unknown))}, which this run does not train on")
     return sets
 
 
@@ -140,7 +140,7 @@ def encoder_start(args) -> tuple[dict | None, dict]:
     if args.encoder_init != "classifier" or args.init:
         return None, {}
     if args.classifier is None:
-        raise datasets.DataError("--encoder-init classifier needs --classifier PATH (or pass --encoder-init none)")
+        raise engine.UsageError("--encoder-init classifier needs --classifier PATH (or pass --encoder-init none)")
     classifier = engine.load_checkpoint(args.classifier)
     if "fc.weight" not in classifier["model"]:
         raise engine.CheckpointError(f"{args.classifier} is not a classifier checkpoint (no fc layer)")
@@ -314,10 +314,10 @@ def evaluation_sets(args) -> list[str]:
     names = args.sets if args.sets is not None else given
     unknown = [name for name in names if name not in evaluation.SETS]
     if unknown or not names:
-        raise datasets.DataError(f"unknown --sets {','.join(unknown)!r}; choose from {', '.join(evaluation.SETS)}")
+        raise engine.UsageError(f"unknown --sets {','.join(unknown)!r}; choose from {', '.join(evaluation.SETS)}")
     missing = [name for name in names if name not in given]
     if missing:
-        raise datasets.DataError(f"--sets {','.join(missing)}: not under {args.data} (general needs general/index.csv "
+        raise engine.UsageError(f"--sets {','.join(missing)}: not under {args.data} (general needs general/index.csv "
                                  "there, photos needs --photos DIR)")
     return names
 
@@ -325,7 +325,7 @@ def evaluation_sets(args) -> list[str]:
 def evaluate(args):
     names = evaluation_sets(args)
     if args.grid and args.grid.exists() and not args.overwrite:  # before the work, not after it
-        raise datasets.DataError(f"{args.grid} exists; pass --overwrite to replace it")
+        raise engine.UsageError(f"{args.grid} exists; pass --overwrite to replace it")
     device = engine.setup_device(args.device)
     predict_ab, info, label = load_predictor(args.checkpoint or args.onnx, device, args.temperature,
                                              onnx=args.onnx is not None, input_size=args.input_size)
@@ -388,7 +388,7 @@ def write_comparison_grid(args, pairs, label, device):
     """gray input | --grid-with model | this model | ground truth, one row per kept image; with --damage the input
     is the damaged print both models saw."""
     if args.grid.exists() and not args.overwrite:
-        raise datasets.DataError(f"{args.grid} exists; pass --overwrite to replace it")
+        raise engine.UsageError(f"{args.grid} exists; pass --overwrite to replace it")
     names, truths = [name for name, _, _ in pairs], [truth for _, truth, _ in pairs]
     if args.damage:
         prints = [cv2.cvtColor(evaluation.damaged_print(t, n), cv2.COLOR_GRAY2BGR) for n, t in zip(names, truths)]
