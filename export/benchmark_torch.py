@@ -10,7 +10,6 @@ from the other.
 
 import argparse
 import gc
-import json
 import sys
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from runtime.benchmark import BATCHES, SIZES, check_timing_args, latency_rows, peak_rss_mb
+from runtime.benchmark import add_timing_arguments, latency_rows, peak_rss_mb, report_main
 from runtime.model import PROVIDERS, ColorizerModel, ModelError, ProviderError, default_threads
 from train.engine import file_sha256
 from train.models import load_colorizer
@@ -30,12 +29,7 @@ def get_args_parser():
     parser.add_argument("--checkpoint", type=Path, default=Path("checkpoints/colorizer.pt"))
     parser.add_argument("--onnx", default="colorizer", help="shipped model name or .onnx path (default: colorizer)")
     parser.add_argument("--provider", default="cpu", choices=PROVIDERS, help="ONNX Runtime provider (default: cpu)")
-    parser.add_argument("--threads", type=int, default=None, help="threads for both engines (default: all cores)")
-    parser.add_argument("--repeat", type=int, default=10, help="timed runs per figure (median reported)")
-    parser.add_argument("--budget", type=float, default=2.0,
-                        help="seconds after which a figure stops repeating (once it has 3 runs)")
-    parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="square model input sizes")
-    parser.add_argument("--batches", default=",".join(map(str, BATCHES)), help="batch sizes")
+    add_timing_arguments(parser, "threads for both engines (default: all cores)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     return parser
 
@@ -88,19 +82,7 @@ def print_table(report: dict) -> None:
 
 
 def main(argv=None) -> int:
-    parser = get_args_parser()
-    args = parser.parse_args(argv)
-    check_timing_args(parser, args)
-    try:
-        report = run(args)
-    except (ModelError, ProviderError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps(report))
-    else:
-        print_table(report)
-    return 0
+    return report_main(get_args_parser(), argv, run, print_table, (ModelError, ProviderError, ValueError))
 
 
 if __name__ == "__main__":

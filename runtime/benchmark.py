@@ -45,17 +45,22 @@ INSTRUCTION_SETS = {"AVX2": ("avx2",), "AVX-512": ("avx512f",), "VNNI": ("avx512
                     "AMX": ("amx_tile",)}
 
 
-def get_args_parser():
-    parser = argparse.ArgumentParser(description="Benchmark the ONNX colorizers (latency, throughput, fps, memory).")
-    parser.add_argument("--model", default=None, help="one model (shipped name or .onnx path) instead of the "
-                                                      "shipped fp32 / int8 (/ fp16 on CUDA) set")
-    parser.add_argument("--provider", default="auto", choices=PROVIDERS)
-    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: all cores)")
+def add_timing_arguments(parser, threads_help: str) -> None:
+    """The options every benchmark command shares (check_timing_args checks them)."""
+    parser.add_argument("--threads", type=int, default=None, help=threads_help)
     parser.add_argument("--repeat", type=int, default=10, help="timed runs per figure (median reported)")
     parser.add_argument("--budget", type=float, default=2.0,
                         help="seconds after which a figure stops repeating (once it has 3 runs)")
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="square model input sizes")
     parser.add_argument("--batches", default=",".join(map(str, BATCHES)), help="batch sizes")
+
+
+def get_args_parser():
+    parser = argparse.ArgumentParser(description="Benchmark the ONNX colorizers (latency, throughput, fps, memory).")
+    parser.add_argument("--model", default=None, help="one model (shipped name or .onnx path) instead of the "
+                                                      "shipped fp32 / int8 (/ fp16 on CUDA) set")
+    parser.add_argument("--provider", default="auto", choices=PROVIDERS)
+    add_timing_arguments(parser, "ONNX Runtime threads (default: all cores)")
     parser.add_argument("--webcam-frames", type=int, default=300,
                         help="frames of the generated clip for the webcam figure (0: skip it)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
@@ -256,20 +261,25 @@ def check_timing_args(parser, args) -> None:
         parser.error("--repeat, --budget, --threads, --sizes and --batches must be positive numbers")
 
 
-def main(argv=None) -> int:
-    parser = get_args_parser()
+def report_main(parser, argv, measure, print_report, errors: tuple) -> int:
+    """What a benchmark command does (this one, export.benchmark_torch): parse and check the options, measure, print
+    the report as tables or one JSON line; errors -> one `error:` line, exit 2."""
     args = parser.parse_args(argv)
     check_timing_args(parser, args)
     try:
-        report = run_benchmark(args)
-    except (ModelError, ProviderError) as error:
+        report = measure(args)
+    except errors as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(report))
     else:
-        print_tables(report)
+        print_report(report)
     return 0
+
+
+def main(argv=None) -> int:
+    return report_main(get_args_parser(), argv, run_benchmark, print_tables, (ModelError, ProviderError))
 
 
 if __name__ == "__main__":

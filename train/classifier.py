@@ -267,10 +267,7 @@ def get_args_parser():
     def common(p):
         p.add_argument("--data", required=True, type=Path, help="data root: the folder that holds flowers-102/ "
                        "(and general/, whose labelled sources are used when present)")
-        p.add_argument("--split", default="seed", choices=["seed", "official"])
-        p.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
-        p.add_argument("--cache-dir", type=Path, default=datasets.default_cache_dir(), help="decoded-image cache")
-        p.add_argument("--limit", type=int, default=None, help="use only this many images per subset (smoke tests)")
+        engine.add_common_arguments(p, "use only this many images per subset (smoke tests)")
 
     f = sub.add_parser("fit", help="train from scratch (or --resume)")
     common(f)

@@ -409,12 +409,7 @@ def get_args_parser():
     parser = argparse.ArgumentParser(description="Train and evaluate the colorizers", prog="python -m train.colorizer")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def common(p):
-        p.add_argument("--split", default="seed", choices=["seed", "official"])
-        p.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
-        p.add_argument("--cache-dir", type=Path, default=datasets.default_cache_dir(), help="decoded-image cache")
-        p.add_argument("--limit", type=int, default=None, help="use only this many images (smoke tests)")
-
+    common = engine.add_common_arguments
     f = sub.add_parser("fit", help="train a colorizer (or --resume)")
     common(f)
     add_fit_arguments(f)

@@ -29,7 +29,7 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 from runtime.fileio import first_line
-from train.data import DataError
+from train.data import DataError, default_cache_dir
 
 
 # ---------------------------------------------------------------- device, precision, distribution
@@ -335,6 +335,14 @@ STATE_KEYS = ("optimizer", "scheduler", "scaler", "epoch", "rng", "args")
 # what --resume must find unchanged: the arguments that shape the model, its input or its batches
 FIXED_ON_RESUME = {"colorizer": ("preset", "image_size", "batch_size", "temperature"),
                    "classifier": ("image_size", "batch_size", "sources")}
+
+
+def add_common_arguments(parser, limit_help: str = "use only this many images (smoke tests)") -> None:
+    """The options every training subcommand shares: the Flowers-102 split, the device, the image cache, --limit."""
+    parser.add_argument("--split", default="seed", choices=["seed", "official"])
+    parser.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
+    parser.add_argument("--cache-dir", type=Path, default=default_cache_dir(), help="decoded-image cache")
+    parser.add_argument("--limit", type=int, default=None, help=limit_help)
 
 
 def add_run_arguments(parser, kind: str, model: str = "the model") -> None:
