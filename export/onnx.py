@@ -21,7 +21,9 @@ bytes do not depend on where the source lives.
 """
 
 import argparse
+import dataclasses
 import contextlib
+import hashlib
 import io
 import os
 import sys
@@ -335,9 +337,16 @@ def export(model, meta: dict, source_sha256: str, precision: str = "fp32", opset
     if precision == "fp32":
         store_weights_fp16(model_proto)
     del model_proto.metadata_props[:]
+    info = dataclasses.replace(info, graph_sha256=graph_sha256(model_proto))
     onnx.helper.set_model_props(model_proto, info.to_metadata())
     onnx.checker.check_model(model_proto, full_check=True)
     return model_proto
+
+
+def graph_sha256(model_proto: onnx.ModelProto) -> str:
+    """sha256 of the graph (nodes and weights, not the metadata), serialised deterministically: recorded at export,
+    recomputed by verify, so a file whose weights were changed afterwards is told from the exported one."""
+    return hashlib.sha256(model_proto.graph.SerializeToString(deterministic=True)).hexdigest()
 
 
 def load_colorizer_or_fail(path):

@@ -65,6 +65,7 @@ class ModelInfo:
     temperature: float | None = None  # the default baked into the graph (informative; None: no temperature input)
     metrics: dict = field(default_factory=dict, hash=False, repr=False)
     source_sha256: str = ""
+    graph_sha256: str = ""  # of the graph as exported (export.onnx.graph_sha256): verify tells a changed file by it
     contract: str = CONTRACT
 
     def __post_init__(self):
@@ -124,7 +125,7 @@ class ModelInfo:
         return replace(self, **changes) if changes else self
 
     def to_metadata(self) -> dict[str, str]:
-        """-> metadata_props, the exact inverse of from_metadata (temperature only when there is one)."""
+        """-> metadata_props, the exact inverse of from_metadata (temperature and graph_sha256 only when set)."""
         metadata = {
             "contract": self.contract,
             "input_size": str(int(self.input_size)),
@@ -139,6 +140,8 @@ class ModelInfo:
         }
         if self.temperature is not None:
             metadata["temperature"] = repr(float(self.temperature))  # repr round-trips a float exactly
+        if self.graph_sha256:
+            metadata["graph_sha256"] = self.graph_sha256
         return metadata
 
 

@@ -91,9 +91,11 @@ def torch_ab(checkpoint, lightness: np.ndarray, temperature: float | None = None
         return model.forward_ab(torch.from_numpy(lightness)).numpy()
 
 
-def perturbed(onnx_path, out, relative: float, precision_label: str | None = None) -> Path:
+def perturbed(onnx_path, out, relative: float, precision_label: str | None = None, forget_graph: bool = True) -> Path:
     """A copy of the file with Gaussian noise of `relative` x their spread on every convolution weight (whatever
-    their storage type), optionally relabelled with another precision in its metadata: it loads and runs."""
+    their storage type), optionally relabelled with another precision in its metadata: it loads and runs. Unless
+    forget_graph is false, the graph_sha256 export recorded is dropped too (as in a file from before export recorded
+    it), so that verify judges its figures."""
     model = onnx.load(str(onnx_path))
     rng = np.random.default_rng(0)
     for tensor in model.graph.initializer:
@@ -101,11 +103,12 @@ def perturbed(onnx_path, out, relative: float, precision_label: str | None = Non
         if array.ndim == 4 and array.dtype in (np.float32, np.float16) and array.size > 1:
             noise = rng.normal(0.0, relative * float(array.astype(np.float32).std()), size=array.shape)
             tensor.CopyFrom(numpy_helper.from_array((array + noise).astype(array.dtype), tensor.name))
-    if precision_label is not None:
-        metadata = {p.key: p.value for p in model.metadata_props}
-        metadata["precision"] = precision_label
-        del model.metadata_props[:]
-        onnx.helper.set_model_props(model, metadata)
+    metadata = {p.key: p.value for p in model.metadata_props}
+    metadata.update({"precision": precision_label} if precision_label else {})
+    if forget_graph:
+        metadata.pop("graph_sha256", None)
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, metadata)
     onnx.save(model, str(out))
     return Path(out)
 
@@ -259,6 +262,23 @@ def test_verify_holds_a_file_to_the_asked_precision_not_its_label(exported, tiny
     loose = run("export.verify", "--checkpoint", checkpoint, "--onnx", tampered, "--data", tiny_data,
                 "--images", 2, "--precision", "int8", "--json")
     assert last_json(loose)["ok"] is True
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("exported", ["default"], indirect=True)
+def test_verify_fails_a_file_changed_after_export(exported, tiny_data, tmp_path):
+    """Export records the graph's sha256; a file whose weights were changed afterwards (noise far too small to move
+    any figure past a tolerance) is not the exported file: exit 1, whatever its figures."""
+    checkpoint, onnx_path = exported
+    changed = perturbed(onnx_path, tmp_path / "changed.onnx", relative=1e-4, forget_graph=False)
+    result = run("export.verify", "--checkpoint", checkpoint, "--onnx", changed, "--data", tiny_data,
+                 "--images", 2, "--json", check=False)
+    assert result.returncode == 1
+    assert last_json(result)["graph_matches"] is False and last_json(result)["source_matches"] is True
+    assert result.stderr.strip().splitlines()[-1].endswith("the file was changed after export")
+    honest = last_json(run("export.verify", "--checkpoint", checkpoint, "--onnx", onnx_path, "--data", tiny_data,
+                           "--images", 2, "--json"))
+    assert honest["graph_matches"] is True
 
 
 @pytest.fixture(scope="module")
