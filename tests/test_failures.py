@@ -25,9 +25,8 @@ import pytest
 
 from runtime import colorize, fileio, inputs, webcam
 from runtime.model import ModelError
-from tests.onnx_fixtures import make_tiny_colorizer
+from tests.conftest import REPO, make_tiny_colorizer
 
-REPO = Path(__file__).resolve().parent.parent
 PHOTO = REPO / "examples" / "sunflower.jpg"  # a real photo (colour JPEG)
 
 
