@@ -771,7 +771,8 @@ ROWS = [
         err=[r"interrupted: stopped while busy in native code \(SIGTERM\)"], absent=["out/big_color.png"],
         check=check_within_a_second, slow=True),
     # 13. a batch with hostile files among its photos finishes the rest
-    Row("hostile-batch-of-100", hostile_batch, 1, out=["95 ok, 0 skipped, 5 failed"], check=check_95_done),
+    Row("hostile-batch-of-100", hostile_batch, 1, out=["95 ok, 0 skipped, 5 failed"], check=check_95_done,
+        slow=True),
 ]
 
 

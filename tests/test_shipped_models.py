@@ -25,6 +25,7 @@ def needs(name) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_shipped_classifier_reproduces_its_recorded_valid_count(flowers_root):
     import torch
 
