@@ -2,6 +2,7 @@
 refused once, at load (a probe run); a NaN on one image is that image's failure, never a white image; threads are
 capped; a run that never ends is stopped by its timeout, and SIGTERM ends the process within a second."""
 
+import os
 import signal
 import subprocess
 import sys
@@ -161,7 +162,9 @@ def test_sigterm_ends_a_run_that_never_ends_within_a_second(tmp_path, command):
         assert process.wait(timeout=5) == 143
         assert time.perf_counter() - sent < 1.0
         expected = "interrupted: 0 done, 1 left" if command == "colorize" else "stopped (interrupted)"
-        assert expected in process.stderr.read() + process.stdout.read()
+        err = process.stderr.read()
+        assert expected in err + process.stdout.read() and "Traceback" not in err
+        assert not (tmp_path / "out").exists() or os.listdir(tmp_path / "out") == []  # no output, no temp file
     finally:
         process.kill()
         process.wait()
