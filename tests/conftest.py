@@ -1,9 +1,11 @@
 """Shared fixtures and helpers (one copy each). The `slow` marker is registered in pyproject.toml.
 
-REPO, run_module (python -m MODULE in a subprocess) and the tiny ONNX models built with onnx.helper, so runtime
-tests need neither torch nor a trained model. Test modules import the plain helpers
-(`from tests.conftest import REPO, run_module, make_tiny_colorizer`) and request the fixtures by name."""
+REPO, run_module (python -m MODULE in a subprocess), run_main (its main(argv) in this process) and the tiny ONNX
+models built with onnx.helper, so runtime tests need neither torch nor a trained model. Test modules import the
+plain helpers (`from tests.conftest import REPO, run_module, make_tiny_colorizer`) and request the fixtures by
+name."""
 
+import importlib
 import json
 import os
 import subprocess
@@ -25,6 +27,19 @@ def run_module(module: str, *args, check: bool = True, env: dict | None = None, 
     if check and result.returncode != 0:
         raise AssertionError(f"{module} {args} exited {result.returncode}:\n{result.stderr[-3000:]}")
     return result
+
+
+def run_main(capfd, module: str, *args, check: bool = True) -> subprocess.CompletedProcess:
+    """run_module in this process (seconds of imports saved): main(argv), its exit code and what it printed."""
+    capfd.readouterr()
+    try:
+        code = importlib.import_module(module).main([str(a) for a in args]) or 0
+    except SystemExit as exit_:
+        code = exit_.code
+    out, err = capfd.readouterr()
+    if check and code != 0:
+        raise AssertionError(f"{module} {args} exited {code}:\n{err[-3000:]}")
+    return subprocess.CompletedProcess([module, *args], code, out, err)
 
 
 def _save(model, path, metadata: dict) -> str:
@@ -113,6 +128,14 @@ def make_model(tmp_path):
         return make_tiny_colorizer(tmp_path / name, **kwargs)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """A synthetic Flowers-102 and general/ (tests/flowers_fixture.py), made once for the session: read only."""
+    from tests.flowers_fixture import make_tiny_flowers
+
+    return make_tiny_flowers(tmp_path_factory.mktemp("tiny-data"))
 
 
 @pytest.fixture(scope="session")

@@ -8,15 +8,9 @@ import pytest
 import torch
 
 from runtime import color
-from tests.conftest import run_module
-from tests.flowers_fixture import make_tiny_flowers
+from tests.conftest import run_main
 from train import degrade, metrics
 from train.data import ConcatImages, MixtureSampler
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    return make_tiny_flowers(tmp_path_factory.mktemp("data"))
 
 
 def test_gray_from_lightness_inverts_lightness():
@@ -76,14 +70,14 @@ def test_damaged_crops_keep_the_clean_colour():
 
 
 @pytest.mark.slow
-def test_fit_on_a_mix_with_damage_then_evaluate_both_protocols(tiny_data, tmp_path):
+def test_fit_on_a_mix_with_damage_then_evaluate_both_protocols(tiny_data, tmp_path, capfd):
     from train.models import build_colorizer
 
     init = tmp_path / "init.pt"  # a warm start: an untrained colorizer checkpoint of the default preset
     model = build_colorizer("default", temperature=0.38)
     torch.save({"model": model.state_dict(), "meta": {"preset": "default", "model_kwargs": {"temperature": 0.38,
                 "num_bins": len(model.bins)}}}, init)
-    run_module("train.colorizer", "fit", "--data", tiny_data, "--init", init, "--mix", "flowers=0.5,general=2",
+    run_main(capfd, "train.colorizer", "fit", "--data", tiny_data, "--init", init, "--mix", "flowers=0.5,general=2",
                "--damage", "0.5", "--epochs", "1", "--batch-size", "8", "--image-size", "32", "--workers", "0",
                "--amp", "off", "--valid-images", "8", "--out", tmp_path / "c.pt", "--run-dir", tmp_path / "run",
                "--cache-dir", tmp_path / "cache")
@@ -94,8 +88,8 @@ def test_fit_on_a_mix_with_damage_then_evaluate_both_protocols(tiny_data, tmp_pa
     assert "x0.5/epoch" in meta["training_data"] and "x2/epoch" in meta["training_data"]
     results = {}
     for protocol in ([], ["--damage"]):
-        out = run_module("train.colorizer", "evaluate", "--checkpoint", tmp_path / "c.pt", "--data", tiny_data,
-                         "--sets", "general", "--json", *protocol)
+        out = run_main(capfd, "train.colorizer", "evaluate", "--checkpoint", tmp_path / "c.pt", "--data", tiny_data,
+                       "--sets", "general", "--json", *protocol)
         results[bool(protocol)] = json.loads(out.stdout.strip().splitlines()[-1])["general"]
     clean, damaged = results[False], results[True]
     assert damaged["damaged"] and not clean["damaged"]

@@ -11,9 +11,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from runtime import ColorizerModel, ModelError, color, contract, model as runtime_model
+from runtime import ColorizerModel, ModelError, color, contract
 from runtime.contract import ContractError, ModelInfo
-from tests.conftest import REPO, make_conv_model, make_tiny_colorizer, run_module
+from tests.conftest import REPO, make_conv_model, run_module
 
 
 def textured_image(height=72, width=100, seed=0):
@@ -138,7 +138,8 @@ def test_model_size_rounding():
     assert contract.model_size(480, 640, 256, 1) == (256, 341)
     assert contract.model_size(480, 640, 160, 32) == (160, 224)
     assert contract.model_size(100, 100, 20, 32) == (32, 32)  # never below one multiple
-    assert contract.model_size(1080, 1920, 160, 32) == (160, 288)
+    assert contract.model_size(1080, 1920, 160, 32) == (160, 288)  # 284.4 -> 288
+    assert contract.model_size(2000, 500, 160, 32) == (640, 160)  # portrait: the short side is the width
 
 
 def test_model_size_caps_the_long_side():
@@ -227,30 +228,13 @@ def test_temperature_is_rejected_for_a_model_without_one_and_out_of_range(tiny_m
     with pytest.raises(ModelError, match="has no temperature input \\(an older model\\)"):
         ColorizerModel(tiny_model, provider="cpu", temperature=0.5)
     path = make_model("temp.onnx", temperature=1.0)
-    for bad in (0, 1e-45, 0.0099, -1, 5.5, math.nan, math.inf):  # 1e-45 would overflow the softmax: all white
+    for bad in (0, 1e-45, 0.0099, -0.3, -1, 5.01, 5.5, math.nan, math.inf):  # 1e-45 would overflow the softmax
+        with pytest.raises(ContractError):
+            contract.check_temperature(bad)
         with pytest.raises(ModelError, match="temperature must be in \\[0.01, 5\\]"):
             ColorizerModel(path, provider="cpu", temperature=bad)
+    with pytest.raises(ContractError):
+        contract.check_temperature("warm")
+    assert contract.check_temperature("0.01") == 0.01 and contract.check_temperature(5) == 5.0
     assert ColorizerModel(path, provider="cpu", temperature=5).temperature == 5.0
     assert ColorizerModel(path, provider="cpu", temperature=contract.MIN_TEMPERATURE).temperature == 0.01
-
-
-# ---------------------------------------------------------------- shipped names
-
-def test_shipped_model_names_are_scanned(tmp_path, monkeypatch):
-    package, repo = tmp_path / "package", tmp_path / "checkpoints"
-    package.mkdir(), repo.mkdir()
-    make_tiny_colorizer(package / "colorizer-int8.onnx")
-    make_tiny_colorizer(repo / "colorizer-int8.onnx")
-    make_tiny_colorizer(repo / "colorizer.onnx")
-    make_tiny_colorizer(repo / "general-v2.onnx")
-    (repo / "colorizer.pt").write_bytes(b"not a model")
-    monkeypatch.setattr(runtime_model, "shipped_model_dirs", lambda: [package, repo, tmp_path / "missing"])
-    assert runtime_model.shipped_model_names() == ["colorizer", "colorizer-int8", "general-v2"]
-    # the default ("auto"): int8 on the CPU, fp32 on a GPU; package data first
-    assert runtime_model.resolve_model(None) == runtime_model.resolve_model("auto") == package / "colorizer-int8.onnx"
-    monkeypatch.setattr(runtime_model, "available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
-    assert runtime_model.resolve_model("auto") == runtime_model.resolve_model(None, "cuda") == repo / "colorizer.onnx"
-    assert runtime_model.resolve_model("auto", "cpu") == package / "colorizer-int8.onnx"
-    assert runtime_model.resolve_model("general-v2") == repo / "general-v2.onnx"
-    with pytest.raises(ModelError, match="shipped models installed here: colorizer, colorizer-int8, general-v2"):
-        runtime_model.resolve_model("colorizer-fp16")

@@ -17,7 +17,6 @@ from onnx import numpy_helper
 from runtime import contract
 from runtime.model import ColorizerModel
 from tests.conftest import run_module
-from tests.flowers_fixture import make_tiny_flowers
 from train import engine
 from train.models import build_colorizer, load_colorizer
 
@@ -111,12 +110,6 @@ def perturbed(onnx_path, out, relative: float, precision_label: str | None = Non
     onnx.helper.set_model_props(model, metadata)
     onnx.save(model, str(out))
     return Path(out)
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    """Synthetic Flowers-102 and general/ (verify samples both, half each)."""
-    return make_tiny_flowers(tmp_path_factory.mktemp("data"))
 
 
 @pytest.fixture(scope="module", params=["default", "seed"])
@@ -218,6 +211,7 @@ def test_verify_passes_an_honest_export(exported, tiny_data):
     assert "warning" not in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ["opencv", "openvino"])
 def test_verify_runs_the_file_in_other_engines(exported, tiny_data, engine):
     """The same file, fed through the runtime's image path, in OpenCV DNN and OpenVINO: within fp32's tolerance."""
@@ -303,11 +297,20 @@ def test_fp16_keeps_fp32_io_and_passes_the_verifier(default_checkpoint, tiny_dat
     assert "warning" not in result.stderr
 
 
+INT8_ARGS = ["--precision", "int8", "--calibration-images", 6]
+
+
+@pytest.fixture(scope="module")
+def int8_export(default_checkpoint, tiny_data, tmp_path_factory) -> Path:
+    """The default checkpoint exported to int8 once (calibrated on the tiny data), for the int8 tests."""
+    out = tmp_path_factory.mktemp("int8") / "colorizer-int8.onnx"
+    run("export.onnx", "--checkpoint", default_checkpoint, "--out", out, "--calibration", tiny_data, *INT8_ARGS)
+    return out
+
+
 @pytest.mark.slow
-def test_int8_export_is_a_valid_qdq_model_and_passes_the_verifier(default_checkpoint, tiny_data, tmp_path):
-    out = tmp_path / "colorizer-int8.onnx"
-    run("export.onnx", "--checkpoint", default_checkpoint, "--out", out, "--precision", "int8",
-        "--calibration", tiny_data, "--calibration-images", 6)
+def test_int8_export_is_a_valid_qdq_model_and_passes_the_verifier(default_checkpoint, int8_export, tiny_data):
+    out = int8_export
     model = onnx.load(str(out))
     onnx.checker.check_model(model, full_check=True)
     assert {p.key: p.value for p in model.metadata_props}["precision"] == "int8"
@@ -330,12 +333,10 @@ def test_int8_export_is_a_valid_qdq_model_and_passes_the_verifier(default_checkp
 
 
 @pytest.mark.slow
-def test_int8_reexport_is_byte_identical(default_checkpoint, tiny_data, tmp_path):
-    args = ["--checkpoint", default_checkpoint, "--precision", "int8", "--calibration", tiny_data,
-            "--calibration-images", 4]
-    run("export.onnx", *args, "--out", tmp_path / "a.onnx")
-    run("export.onnx", *args, "--out", tmp_path / "b.onnx")
-    assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
+def test_int8_reexport_is_byte_identical(default_checkpoint, int8_export, tiny_data, tmp_path):
+    again = tmp_path / "again.onnx"
+    run("export.onnx", "--checkpoint", default_checkpoint, "--out", again, "--calibration", tiny_data, *INT8_ARGS)
+    assert again.read_bytes() == int8_export.read_bytes()
 
 
 def test_bad_export_inputs_give_one_error_line(default_checkpoint, tmp_path, capsys):

@@ -2,6 +2,7 @@
 refused once, at load (a probe run); a NaN on one image is that image's failure, never a white image; threads are
 capped; a run that never ends is stopped by its timeout, and SIGTERM ends the process within a second."""
 
+import os
 import signal
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from runtime import contract, model as runtime_model
+from runtime import model as runtime_model
 from runtime.contract import ContractError
 from runtime.model import ColorizerModel, ModelContractError, ModelError
 from tests.conftest import REPO, _save, make_tiny_colorizer, run_module, tiny_metadata
@@ -161,15 +162,9 @@ def test_sigterm_ends_a_run_that_never_ends_within_a_second(tmp_path, command):
         assert process.wait(timeout=5) == 143
         assert time.perf_counter() - sent < 1.0
         expected = "interrupted: 0 done, 1 left" if command == "colorize" else "stopped (interrupted)"
-        assert expected in process.stderr.read() + process.stdout.read()
+        err = process.stderr.read()
+        assert expected in err + process.stdout.read() and "Traceback" not in err
+        assert not (tmp_path / "out").exists() or os.listdir(tmp_path / "out") == []  # no output, no temp file
     finally:
         process.kill()
         process.wait()
-
-
-def test_temperature_bounds_mean_something():
-    assert contract.MIN_TEMPERATURE == 0.01
-    for bad in (1e-45, 0.0, -0.3, 5.01, float("nan"), "warm"):
-        with pytest.raises(ContractError):
-            contract.check_temperature(bad)
-    assert contract.check_temperature("0.01") == 0.01 and contract.check_temperature(5) == 5.0

@@ -15,12 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import REPO
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-REPO = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 PROJECT = PYPROJECT["project"]
 SOURCE_PACKAGES = ("train", "export", "runtime")

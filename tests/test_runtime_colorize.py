@@ -1,9 +1,8 @@
-"""python -m runtime.colorize: every input kind, every bad input, outputs, videos, and no torch anywhere."""
+"""python -m runtime.colorize: every input kind, every bad input, outputs and videos."""
 
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import cv2
@@ -14,9 +13,7 @@ from PIL import Image
 from runtime import color
 from runtime.colorize import main
 from runtime.images import apply_orientation, exif_orientation, read_image
-from tests.onnx_fixtures import make_tiny_colorizer
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.conftest import REPO, make_tiny_colorizer
 
 
 @pytest.fixture
@@ -293,44 +290,6 @@ def test_video_round_trip(tmp_path, tiny, capsys, suffix, fourcc):
     for got, source_frame in zip(out_frames, in_frames):
         difference = np.abs(color.lightness(got) - color.lightness(source_frame))
         assert np.median(difference) < 3
-
-
-TORCH_BAN = """
-import importlib.abc, sys
-BANNED = ("torch", "torchvision", "train", "export", "onnx", "skimage", "PIL")
-class Ban(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in BANNED:
-            raise ImportError(f"{name} is banned in this test")
-sys.meta_path.insert(0, Ban())
-"""
-
-
-def test_runtime_works_without_torch(tmp_path):
-    """The CLIs in a subprocess where importing torch (or train, export, onnx, skimage, PIL) raises."""
-    ban = tmp_path / "ban"
-    ban.mkdir()
-    (ban / "sitecustomize.py").write_text(textwrap.dedent(TORCH_BAN))
-    make_tiny_colorizer(tmp_path / "tiny.onnx")
-    cv2.imwrite(str(tmp_path / "a.png"), picture())
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ban), str(REPO)])}
-
-    def python(*args):
-        return subprocess.run([sys.executable, *args], cwd=tmp_path, env=env, capture_output=True, text=True,
-                              timeout=120)
-
-    assert python("-c", "import torch").returncode != 0  # the ban is in force
-    result = python("-m", "runtime.colorize", "a.png", "--model", "tiny.onnx", "--provider", "cpu")
-    assert result.returncode == 0, result.stderr
-    assert (tmp_path / "colorized" / "a_color.png").is_file()
-    result = python("-m", "runtime.benchmark", "--model", "tiny.onnx", "--provider", "cpu", "--sizes", "32",
-                    "--batches", "1", "--repeat", "1")
-    assert result.returncode == 0, result.stderr
-    make_video(tmp_path / "clip.mp4", "mp4v", frames=3)
-    result = python("-m", "runtime.webcam", "--source", "clip.mp4", "--no-display", "--record", "rec.mp4",
-                    "--model", "tiny.onnx", "--provider", "cpu")
-    assert result.returncode == 0, result.stderr
-    assert (tmp_path / "rec.mp4").is_file()
 
 
 @pytest.mark.slow

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_module
+from tests.conftest import REPO, run_module
 
-REPO = Path(__file__).resolve().parents[1]
 CHECKPOINTS = REPO / "checkpoints"
 ONNX_FILES = {  # file -> (precision, preset)
     "colorizer.onnx": ("fp32", "default"),
@@ -26,6 +25,7 @@ def needs(name) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_shipped_classifier_reproduces_its_recorded_valid_count(flowers_root):
     import torch
 

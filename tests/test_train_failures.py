@@ -25,7 +25,6 @@ import torch
 
 from export import onnx as export_onnx
 from tests.conftest import REPO
-from tests.flowers_fixture import make_tiny_flowers
 from train import classifier, colorizer
 
 FAST = ["--batch-size", "8", "--image-size", "32", "--workers", "0", "--amp", "off", "--valid-images", "0"]
@@ -435,9 +434,9 @@ ROWS = [
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory):
+def shared(tiny_data, tmp_path_factory):
     """The tiny data and a finished 1-epoch seed run (in this process: a subprocess would add seconds of imports)."""
-    data = make_tiny_flowers(tmp_path_factory.mktemp("data"))
+    data = tiny_data
     done = tmp_path_factory.mktemp("done") / "run"
     colorizer.main([str(a) for a in ["fit", "--images", data / "flowers-102" / "jpg", "--encoder-init", "none",
                                      "--preset", "seed", "--limit", "8", "--epochs", "1", *FAST, "--run-dir", done]])

@@ -14,9 +14,8 @@ import pytest
 
 from runtime.video import FrameReader, Recorder, open_source
 from runtime.webcam import VIEWS, KeyState, main, on_key
-from tests.onnx_fixtures import make_tiny_colorizer
+from tests.conftest import REPO, make_tiny_colorizer
 
-REPO = Path(__file__).resolve().parent.parent
 HEIGHT, WIDTH = 120, 160
 
 

@@ -8,7 +8,7 @@ import pytest
 from runtime.model import ColorizerModel
 from runtime import color, smoothing
 from runtime.smoothing import CUT_THRESHOLD, DEFAULT_WEIGHT, AbSmoother, scene_change, thumbnail
-from tests.onnx_fixtures import make_tiny_colorizer
+from tests.conftest import make_tiny_colorizer
 
 HEIGHT, WIDTH = 120, 160
 
