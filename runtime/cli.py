@@ -41,10 +41,10 @@ def interrupt_code(error: KeyboardInterrupt) -> int:
     return error.exit_code if isinstance(error, Interrupted) else EXIT_SIGINT
 
 
-def _watch_signals(wakeup: int, handled: threading.Event) -> None:
+def _watch_signals(wakeup: int, handled: threading.Event, grace: float, busy_message: str) -> None:
     """The watchdog thread of `interruptible`: the signal module writes each signal's number to `wakeup` at once,
     while its Python handler waits for the main thread to come back from native code (a model run, a decoder). When
-    that takes longer than HARD_EXIT_SECONDS, our temp files are removed and the process ends here."""
+    that takes longer than `grace` seconds, our temp files are removed and the process ends here."""
     while True:
         try:
             data = os.read(wakeup, 1)
@@ -53,19 +53,20 @@ def _watch_signals(wakeup: int, handled: threading.Event) -> None:
         if not data or data[0] == 0:  # the block has ended
             return
         signum = data[0]
-        if signum in (signal.SIGINT, signal.SIGTERM) and not handled.wait(HARD_EXIT_SECONDS):
+        if signum in (signal.SIGINT, signal.SIGTERM) and not handled.wait(grace):
             fileio.remove_live_temps()
-            os.write(2, f"\ninterrupted: stopped while busy in native code ({signal.Signals(signum).name})\n"
-                        .encode())
+            os.write(2, f"\n{busy_message} ({signal.Signals(signum).name})\n".encode())
             os._exit(128 + signum)
 
 
 @contextlib.contextmanager
-def interruptible():
+def interruptible(grace: float = HARD_EXIT_SECONDS,
+                  busy_message: str = "interrupted: stopped while busy in native code"):
     """Within this block SIGINT and SIGTERM raise Interrupted in the main thread (once: a second signal while the
     first is being cleaned up is ignored, so the cleanup finishes). Python runs the handler only between bytecodes,
-    so a watchdog thread ends the process (temp files removed) when the main thread has not taken the signal within
-    HARD_EXIT_SECONDS. The previous handlers come back afterwards."""
+    so a watchdog thread ends the process (temp files removed, busy_message said) when the main thread has not taken
+    the signal within `grace` seconds (training passes a longer one: a step on a busy CPU takes seconds, and ending
+    between steps keeps its own message). The previous handlers come back afterwards."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -81,7 +82,8 @@ def interruptible():
     wakeup, notify = os.pipe()
     os.set_blocking(notify, False)
     previous_wakeup = signal.set_wakeup_fd(notify, warn_on_full_buffer=False)
-    watchdog = threading.Thread(target=_watch_signals, args=(wakeup, handled), name="signal-watchdog", daemon=True)
+    watchdog = threading.Thread(target=_watch_signals, args=(wakeup, handled, grace, busy_message),
+                                name="signal-watchdog", daemon=True)
     watchdog.start()
     previous = {number: signal.signal(number, handler) for number in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -91,7 +93,7 @@ def interruptible():
             signal.signal(number, old if old is not None else signal.SIG_DFL)
         signal.set_wakeup_fd(previous_wakeup)
         os.write(notify, b"\0")
-        watchdog.join(timeout=HARD_EXIT_SECONDS + 1)
+        watchdog.join(timeout=grace + 1)
         os.close(notify)
         os.close(wakeup)
 

@@ -24,6 +24,7 @@ import pytest
 import torch
 
 from export import onnx as export_onnx
+from runtime import fileio
 from tests.conftest import REPO
 from train import classifier, colorizer
 
@@ -74,8 +75,8 @@ def in_process(ctx: Ctx, main, *args) -> Result:
 
 
 def partials(folder: Path) -> list[Path]:
-    """Temp files of runtime.fileio's naming (`.NAME.partial-…`) anywhere under folder."""
-    return [p for p in folder.rglob("*") if ".partial-" in p.name]
+    """Temp files of runtime.fileio's naming anywhere under folder."""
+    return [p for p in folder.rglob("*") if fileio.PARTIAL_MARK in p.name]
 
 
 def subprocess_run(ctx: Ctx, module: str, *args, file_size_limit: int | None = None) -> Result:

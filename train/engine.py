@@ -271,10 +271,9 @@ def write_output(path, data) -> None:
 
 @contextlib.contextmanager
 def signals_deferred():
-    """SIGINT and SIGTERM that arrive within the block (a save) are held until it ends and then raised as
-    runtime.cli.Interrupted: a save is never cut between creating its temp file and renaming it."""
-    from runtime.cli import Interrupted
-
+    """SIGINT and SIGTERM that arrive within the block (a save) are held until it ends and then sent again, to the
+    handler that was there before (runtime.cli.interruptible's, which raises Interrupted and tells its watchdog the
+    signal was taken): a save is never cut between creating its temp file and renaming it."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -286,8 +285,8 @@ def signals_deferred():
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
-    if held and previous[held[0]] is not signal.SIG_IGN:
-        raise Interrupted(held[0])
+    if held:
+        signal.raise_signal(held[0])
 
 
 def atomic_save(obj, path) -> None:
@@ -496,6 +495,9 @@ def continue_schedule(scheduler, optimizer, steps: int) -> float:
     return optimizer.param_groups[0]["lr"]
 
 
+TRAINING_SIGNAL_GRACE = 60.0  # s: a training step or an evaluation batch on a busy 2-core CPU can take several
+
+
 def run_command(args, usage_errors: tuple = (), fit_kind: str | None = None) -> None:
     """What every training CLI's main does: for fit, start_run(args, fit_kind); run args.func;
     turn the errors library code raises into one line and an exit code: 2 data, checkpoint or usage; 1 training
@@ -505,7 +507,8 @@ def run_command(args, usage_errors: tuple = (), fit_kind: str | None = None) -> 
     from runtime.fileio import fail
 
     try:
-        with interruptible():
+        with interruptible(TRAINING_SIGNAL_GRACE, "error: interrupted while busy in native code; run again with "
+                           "--resume to continue"):
             if fit_kind is not None and args.command == "fit":
                 start_run(args, fit_kind)
             args.func(args)
