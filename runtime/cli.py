@@ -108,15 +108,6 @@ def quiet_opencv() -> None:
 
 # ---------------------------------------------------------------- model options
 
-def installed_models() -> list[str]:
-    """Names of the shipped models that are installed here (what --model accepts by name)."""
-    names = getattr(model_module, "shipped_model_names", None)
-    if names is not None:
-        return list(names())
-    # a runtime.model from before shipped_model_names(): the same scan of the shipped model folders
-    return sorted({path.stem for folder in model_module.shipped_model_dirs() if folder.is_dir()
-                   for path in folder.glob("*.onnx") if path.is_file()})
-
 
 def _whole_number(text: str, low: int, high: int | None, what: str) -> int:
     try:
@@ -151,7 +142,7 @@ def threads(text: str) -> int:
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
-    installed = installed_models()
+    installed = model_module.shipped_model_names()
     names = ", ".join(installed) if installed else "none installed"
     parser.add_argument("--model", default=None,
                         help=f"installed model name ({names}) or .onnx path (default: {model_module.AUTO_HELP})")
