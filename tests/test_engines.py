@@ -15,7 +15,7 @@ from runtime import contract
 from tests.conftest import REPO
 from train import metrics
 
-SHIPPED = ("colorizer", "colorizer-int8", "colorizer-flowers-int8")
+SHIPPED = ("colorizer", "colorizer-int8")
 PHOTOS = sorted((REPO / "examples").glob("*.jpg"))
 
 
