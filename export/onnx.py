@@ -295,7 +295,7 @@ def to_int8(model_proto: onnx.ModelProto, paths, info: contract.ModelInfo) -> on
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self.batches = iter(tqdm(paths, desc="calibrate", unit="img", leave=False))
+            self.batches = iter(tqdm(paths, desc="calibrate", unit="img", leave=False, disable=None))
 
         def get_next(self):
             path = next(self.batches, None)

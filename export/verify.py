@@ -90,7 +90,7 @@ def compare(torch_predict, torch_info: contract.ModelInfo, onnx_predict, onnx_in
             paths) -> dict:
     """PyTorch vs the ONNX file's engine on photos (through contract.colorize) and on random L."""
     deltas, rows = [], []
-    for path in tqdm(paths, desc="verify", unit="img", leave=False):
+    for path in tqdm(paths, desc="verify", unit="img", leave=False, disable=None):
         photo = evaluation.load_bgr(path)  # cv2.imread, as a user's photo is read
         seen_torch, seen_onnx = {}, {}
         out_torch = contract.colorize(_recording(torch_predict, seen_torch), photo, torch_info)

@@ -63,7 +63,8 @@ def colorize_video(model: ColorizerModel, path: Path, target: Path, side_by_side
         # sized from the first decoded frame: rotated phone videos arrive upright
         output = VideoFile(target, decoder.fps, note=lambda message: _note(f"{shown(path)}: {message}"))
         try:
-            with tqdm(total=max(decoder.declared, 0) or None, unit="frame", desc=path.name, leave=False) as progress:
+            with tqdm(total=max(decoder.declared, 0) or None, unit="frame", desc=path.name, leave=False,
+                      disable=None) as progress:
                 for frame in decoder.frames():
                     if output.frames == 0:
                         images.check_shape(*frame.shape[:2])
@@ -189,7 +190,7 @@ def run(args, outdir: Path, tally: dict) -> int:
         print(f"error: {shown(pattern)}: {reason}", file=sys.stderr)
     batch = Batch(args, outdir, inputs, unsure)
     batch.failed = len(failures)
-    for index, (path, subfolder) in enumerate(tqdm(inputs, unit="file", desc="colorize")):
+    for index, (path, subfolder) in enumerate(tqdm(inputs, unit="file", desc="colorize", disable=None)):
         tally["done"] = index  # inputs finished (ok, skipped or failed) before this one
         batch.colorize(model, path, subfolder)
     tally["done"] = len(inputs)

@@ -161,6 +161,15 @@ def test_folders_recursive_and_globs(tmp_path, tiny, capsys):
     assert code == 0 and os.listdir(tmp_path / "glob") == ["a_color.png"]
 
 
+def test_off_a_terminal_no_progress_bar_only_the_summary(tmp_path, tiny, capsys):
+    """A log (pytest's capture is no terminal) gets no carriage-return updates of files or video frames."""
+    cv2.imwrite(str(tmp_path / "a.png"), picture())
+    make_video(tmp_path / "clip.avi", "MJPG")
+    code, out, err = run([tmp_path / "a.png", tmp_path / "clip.avi", "-o", tmp_path / "out"], tiny, capsys)
+    assert code == 0 and "2 ok" in out, err
+    assert "\r" not in err and "file/s" not in err and "frame/s" not in err
+
+
 def test_rerun_in_place_skips_previous_outputs(tmp_path, tiny, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cv2.imwrite("a.png", picture())

@@ -69,7 +69,7 @@ def evaluate_model(model, images, labels, groups, image_size, device, batch_size
     model.eval()
     loader = DataLoader(ImageArrayDataset(images, labels, eval_transform(image_size)), batch_size=batch_size)
     hits1, hits5, hits_flower = [], [], []
-    for batch, target in tqdm(loader, desc="evaluate", leave=False, disable=not progress):
+    for batch, target in tqdm(loader, desc="evaluate", leave=False, disable=None if progress else True):
         logits = model(lightness_input(batch, device)).float()
         target = target.to(device)
         top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices

@@ -283,7 +283,7 @@ def class_rebalancing(images, bins, batch_size, most: int = 8000) -> torch.Tenso
     chosen = np.linspace(0, len(images) - 1, min(most, len(images))).round().astype(int)
 
     def ab_batches():
-        for start in tqdm(range(0, len(chosen), batch_size * 4), desc="colour prior", leave=False):
+        for start in tqdm(range(0, len(chosen), batch_size * 4), desc="colour prior", leave=False, disable=None):
             batch = np.stack([images[i] for i in chosen[start : start + batch_size * 4]])
             batch = torch.from_numpy(batch).permute(0, 3, 1, 2)
             ab = uint8_rgb_to_lab(batch)[:, 1:]

@@ -213,7 +213,7 @@ def load_image_array(paths, size: int, cache_dir=None, desc: str = "decoding") -
         if cache_file.is_file():
             return np.load(cache_file, mmap_mode="r")
     array = np.empty((len(paths), size, size, 3), dtype=np.uint8)
-    for i, path in enumerate(tqdm(paths, desc=desc, unit="img", leave=False, mininterval=2.0)):
+    for i, path in enumerate(tqdm(paths, desc=desc, unit="img", leave=False, mininterval=2.0, disable=None)):
         try:
             array[i] = load_square_rgb(path, size)
         except OSError as exc:

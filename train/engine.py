@@ -203,7 +203,8 @@ def train_one_epoch(model, loader, compute_loss, optimizer, scheduler, scaler, d
     if sampler is not None:
         sampler.set_epoch(epoch)
     sums, seen = {"train_loss": 0.0}, 0
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False, disable=not is_main_process())
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False,
+               disable=None if is_main_process() else True)  # None: no bar when stderr is not a terminal
     for batch in bar:
         with autocast(device, amp_dtype):
             loss, size, extra = compute_loss(model, batch)

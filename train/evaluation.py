@@ -124,7 +124,8 @@ def evaluate_colorizer(predict_ab, info: contract.ModelInfo, image_paths, groups
     groups = groups or ["all"] * len(image_paths)
     by_group, kept = {}, []
     keep_at = set(np.linspace(0, len(image_paths) - 1, keep).round().astype(int).tolist()) if keep else set()
-    for i, path in enumerate(tqdm(image_paths, desc="evaluate", unit="img", disable=not progress, leave=False)):
+    for i, path in enumerate(tqdm(image_paths, desc="evaluate", unit="img", disable=None if progress else True,
+                                           leave=False)):
         row, curves, truth, output = _score_one(predict_ab, info, path, size, damage)
         group = by_group.setdefault(groups[i], ([], []))
         group[0].append(row)
