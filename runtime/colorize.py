@@ -21,13 +21,14 @@ import argparse
 import logging
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
-from runtime import cli, fileio, images
+from runtime import cli, color, contract, fileio, images
 from runtime.decoder import VideoDecoder
 from runtime.fileio import InputError, shown
 from runtime.inputs import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, expand_inputs, media_kind, output_path
@@ -53,6 +54,24 @@ def _note(message: str) -> None:
     tqdm.write(f"note: {message}", file=sys.stderr)
 
 
+def colorized_frames(model: ColorizerModel, frames):
+    """(frame, colorized frame) for each frame, in order: the image path of model.colorize_bgr in two halves that
+    overlap. A worker thread runs the model's half (contract.image_ab: L* at the model's size, the model) on the
+    next frame while this thread merges the current one (color.merge_ab) and the caller writes it; ONNX Runtime and
+    OpenCV release the GIL, so both cores stay busy. The first frame's size is checked before the model sees it."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="model") as pool:
+        ahead = None
+        for frame in frames:
+            if ahead is None:
+                images.check_shape(*frame.shape[:2])
+            running = frame, pool.submit(contract.image_ab, model.predict_ab, frame, model.info)
+            if ahead is not None:
+                yield ahead[0], color.merge_ab(ahead[0], ahead[1].result())
+            ahead = running
+        if ahead is not None:
+            yield ahead[0], color.merge_ab(ahead[0], ahead[1].result())
+
+
 def colorize_video(model: ColorizerModel, path: Path, target: Path, side_by_side: bool) -> None:
     """Colorize the video file `path` into the mp4 `target`; frames are decoded in a child process."""
     if path.stat().st_size == 0:
@@ -65,10 +84,7 @@ def colorize_video(model: ColorizerModel, path: Path, target: Path, side_by_side
         try:
             with tqdm(total=max(decoder.declared, 0) or None, unit="frame", desc=path.name, leave=False,
                       disable=None) as progress:
-                for frame in decoder.frames():
-                    if output.frames == 0:
-                        images.check_shape(*frame.shape[:2])
-                    result = model.colorize_bgr(frame)
+                for frame, result in colorized_frames(model, decoder.frames()):
                     output.write(np.concatenate([frame, result], axis=1) if side_by_side else result)
                     progress.update()
             if output.frames == 0:

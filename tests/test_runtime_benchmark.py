@@ -34,7 +34,7 @@ def test_benchmark_json_report(tiny32, capsys):
     # the webcam's own loop over a generated clip: every frame through
     assert [(w["model"], w["frame"], w["frames"]) for w in report["webcam"]] == [
         ("tiny", "640x480", 12), ("tiny", "1280x720", 12)]
-    assert all(w["fps"] > 0 for w in report["webcam"])
+    assert all(w["fps"] > 0 and w["file_fps"] > 0 for w in report["webcam"])  # and the clip as a file
     cpu = report["cpu"]
     assert cpu["name"] and cpu["cores"] >= 1
     assert set(cpu["instruction_sets"]) <= {"AVX2", "AVX-512", "VNNI", "AMX", "unknown"}
