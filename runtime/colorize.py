@@ -123,7 +123,8 @@ def main(argv=None) -> int:
     with cli.interruptible():
         try:
             return run(args, outdir, tally)
-        except KeyboardInterrupt as interrupt:  # SIGINT or SIGTERM: half-written temp files are already gone
+        except KeyboardInterrupt as interrupt:  # SIGINT or SIGTERM
+            fileio.remove_live_temps()  # each output removes its own; this catches one the signal hit mid-creation
             print(f"interrupted: {tally['done']} done, {tally['total'] - tally['done']} left", file=sys.stderr,
                   flush=True)
             return cli.interrupt_code(interrupt)

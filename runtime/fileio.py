@@ -150,11 +150,14 @@ def new_temp(target: Path | str) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     while True:
         temp = target.parent / partial_name(target.name, os.getpid(), secrets.token_hex(3))
+        _live_temps.add(temp)  # before it exists: a signal between creating and registering would leak it
         try:
             os.close(os.open(temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-        except FileExistsError:
-            continue
-        _live_temps.add(temp)
+        except OSError as error:  # not created: not ours to remove later
+            _live_temps.discard(temp)
+            if isinstance(error, FileExistsError):
+                continue
+            raise
         return temp
 
 
