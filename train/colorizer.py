@@ -342,7 +342,7 @@ def evaluate(args):
         title = f"{name} {args.subset} ({result['images']} images, {size or 'own'} px{protocol})"
         print(f"{title}\n{evaluation.format_table(result, label)}\n", file=sys.stderr if args.json else sys.stdout)
     if args.grid:
-        write_comparison_grid(args, grid_rows, label, device)
+        write_comparison_grid(args, grid_rows, Path(args.checkpoint or args.onnx).name, device)
     if args.json:
         print(evaluation.json_line(results))
 
@@ -396,7 +396,8 @@ def write_comparison_grid(args, pairs, label, device):
     else:
         columns = [("gray input", [contract.gray_baseline(t) for t in truths])]
     if args.grid_with:
-        other, other_info, other_label = load_predictor(args.grid_with, device)
+        other, other_info, _ = load_predictor(args.grid_with, device)
+        other_label = Path(args.grid_with).name  # file names: two checkpoints of one preset stay apart
         colorize_other = ((lambda t, n: evaluation.colorize_damaged(other, t, other_info, n)) if args.damage
                           else (lambda t, n: contract.colorize(other, t, other_info)))
         columns.append((other_label, [colorize_other(t, n) for n, t in zip(names, truths)]))
