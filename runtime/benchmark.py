@@ -166,13 +166,13 @@ def write_clip(path: Path, width: int, height: int, frames: int) -> None:
     writer.release()
 
 
-def video_file_fps(model: ColorizerModel, clip: Path) -> float:
-    """runtime.colorize on the clip, in process: decode (child process), L*, model, merge, encode, read back."""
+def video_file_fps(model: ColorizerModel, clip: Path, frames: int) -> float:
+    """runtime.colorize on the clip, in process: decode (child process), L*, model, merge, encode, read back (which
+    already checks that all `frames` were written)."""
     target = clip.with_name(clip.stem + "_color.mp4")
     start = time.perf_counter()
     colorize.colorize_video(model, clip, target, side_by_side=False)
     seconds = time.perf_counter() - start
-    frames = int(cv2.VideoCapture(str(target)).get(cv2.CAP_PROP_FRAME_COUNT))
     target.unlink()
     return frames / seconds
 
@@ -192,7 +192,7 @@ def webcam_rows(name, args) -> list[dict]:
                 live.run()
             seconds = live.finished_at - live.started
             rows.append({"model": model.path.stem, "frame": f"{width}x{height}", "frames": live.processed,
-                         "fps": live.processed / seconds, "file_fps": video_file_fps(model, clip)})
+                         "fps": live.processed / seconds, "file_fps": video_file_fps(model, clip, args.webcam_frames)})
             del live, model
             gc.collect()
     return rows
