@@ -20,10 +20,10 @@ from skimage.color import rgb2lab
 
 from tests.conftest import REPO, make_tiny_colorizer, run_main, run_module
 from tests.flowers_fixture import CLASSES, GENERAL_CLASSES, GENERAL_PER_CLASS
-from train import metrics
+from train import losses, metrics
 from train.data import FLOWER_CLASSES, LABELLED_SOURCES
 from train.engine import half_state_dict, load_checkpoint
-from train.lab import rgb_to_lab
+from train.lab import AB_SCALE, rgb_to_lab
 from train.models import build_colorizer
 from train.models.classifier import resnet18_gray
 
@@ -203,9 +203,10 @@ def test_colorizer_fit_evaluate_and_tune(tiny_data, fitted_classifier, tmp_path,
     run_main(capfd, "train.colorizer", "fit", "--data", tiny_data, "--classifier",
              fitted_classifier / "classifier.pt", "--preset", preset, "--epochs", "1", "--batch-size", "8", *FAST,
              "--valid-images", "4", "--out", tmp_path / "colorizer.pt", "--run-dir", tmp_path / "crun",
-             "--cache-dir", tmp_path / "cache")
+             "--cache-dir", tmp_path / "cache", *(["--overshoot-weight", "5"] if preset == "default" else []))
     meta = load_checkpoint(tmp_path / "colorizer.pt")["meta"]
     assert meta["preset"] == preset and meta["epochs_trained"] == 1 and meta["domain"] == "general"
+    assert meta["recipe"].get("overshoot_weight") == (5.0 if preset == "default" else None)
     assert meta["classifier"]["classes"] == NUM_CLASSES
     assert {"valid_flowers_psnr", "valid_general_psnr"} <= set(meta["valid"])
     result = run_main(capfd, "train.colorizer", "evaluate", "--checkpoint", tmp_path / "colorizer.pt", "--data",
@@ -256,6 +257,20 @@ def test_evaluate_grid_is_not_replaced_without_overwrite(tiny_data, tmp_path, ca
     run_main(capfd, "train.colorizer", *args, "--overwrite")
     assert grid.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp file left
+
+
+def test_chroma_overshoot_counts_only_colour_beyond_the_truth():
+    true_ab = torch.zeros(1, 2, 8, 8)
+    true_ab[:, 0] = 30.0  # chroma 30 everywhere
+    duller, exact = true_ab * 0.5, true_ab.clone()
+    vivid = true_ab.clone()
+    vivid[:, 0, :4] = 70.0  # half the pixels 40 beyond the truth: 30 past the 10 margin
+    assert losses.chroma_overshoot(duller, true_ab).item() == 0.0
+    assert losses.chroma_overshoot(exact, true_ab).item() == 0.0
+    assert losses.chroma_overshoot(vivid, true_ab).item() == pytest.approx(0.5 * 30.0 / AB_SCALE)
+    wrong_hue = torch.zeros(1, 2, 8, 8)
+    wrong_hue[:, 1] = -30.0  # as vivid as the truth, another colour: the regression loss's business, not this one's
+    assert losses.chroma_overshoot(wrong_hue, true_ab).item() == 0.0
 
 
 def test_metrics_known_answers():

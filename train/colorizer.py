@@ -110,21 +110,25 @@ def validation_sets(args) -> list[tuple[str, list, list, int | None]]:
                                           photos=args.photos)) for n in names]
 
 
-def compute_loss(model, preset, inputs, true_ab, regression_weight: float = 0.0):
+def compute_loss(model, preset, inputs, true_ab, regression_weight: float = 0.0, overshoot_weight: float = 0.0):
     """seed: the seed's MSE. default: the rebalanced bin cross-entropy (vivid, but it may pick a wrong vivid
-    colour) plus regression_weight x smooth-L1 on the decoded annealed mean (pulls that mean to the truth);
-    -> (loss, {part: value})."""
+    colour) plus regression_weight x smooth-L1 on the decoded annealed mean (pulls that mean to the truth) plus
+    overshoot_weight x the hinge on chroma beyond the truth's (confident wrong colour); -> (loss, {part: value})."""
     output = model(inputs)
     if preset == "seed":
         loss = losses.seed_mse(output, true_ab)
         return loss, {}
     core = engine.unwrap(model)
     bins = losses.rebalanced_bin_loss(output, true_ab, core.bins, core.bin_weights)
-    if regression_weight <= 0:
+    if regression_weight <= 0 and overshoot_weight <= 0:
         return bins, {}
     mean_ab = core.decode(output, output.shape[-2:])
     regression = losses.annealed_mean_l1(mean_ab, true_ab)
-    return bins + regression_weight * regression, {"bin_loss": bins.item(), "mean_l1": regression.item()}
+    loss, parts = bins + regression_weight * regression, {"bin_loss": bins.item(), "mean_l1": regression.item()}
+    if overshoot_weight > 0:
+        overshoot = losses.chroma_overshoot(mean_ab, true_ab)
+        loss, parts["overshoot"] = loss + overshoot_weight * overshoot, overshoot.item()
+    return loss, parts
 
 
 def recipe_of(args) -> dict:
@@ -132,6 +136,8 @@ def recipe_of(args) -> dict:
     recipe = {**PRESET_DEFAULTS[args.preset], **({"lr": args.lr} if args.lr is not None else {})}
     if args.preset == "default":
         recipe["regression_weight"] = args.regression_weight
+        if args.overshoot_weight > 0:  # absent from 0.4's recipe: its checkpoints keep their meta
+            recipe["overshoot_weight"] = args.overshoot_weight
     return recipe
 
 
@@ -255,7 +261,8 @@ def fit(args):
 
     def batch_loss(net, batch):
         inputs, true_ab = lab_batch(batch, device)
-        loss, parts = compute_loss(net, args.preset, inputs, true_ab, args.regression_weight)
+        loss, parts = compute_loss(net, args.preset, inputs, true_ab, args.regression_weight,
+                                   args.overshoot_weight)
         return loss, inputs.shape[0], {k: v * inputs.shape[0] for k, v in parts.items()}
 
     for epoch in range(start_epoch, args.epochs):
@@ -483,6 +490,9 @@ def add_fit_arguments(f) -> None:
                    help="annealed-mean temperature (default preset)")
     f.add_argument("--regression-weight", type=engine.non_negative_float, default=10.0,
                    help="default preset: weight of the smooth-L1 loss on the decoded annealed mean (0: bins only)")
+    f.add_argument("--overshoot-weight", type=engine.non_negative_float, default=0.0,
+                   help="default preset: weight of the hinge on predicted chroma beyond the truth's + 10 (against "
+                        "confident wrong colour, evaluate's false-colour figure; 0: off, 0.4's recipe)")
     f.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"])
     f.add_argument("--workers", type=int, default=1)
     f.add_argument("--seed", type=int, default=0)
