@@ -60,7 +60,7 @@ def annealed_mean_l1(mean_ab: torch.Tensor, true_ab: torch.Tensor, beta: float =
 def chroma_overshoot(mean_ab: torch.Tensor, true_ab: torch.Tensor, margin: float = 10.0) -> torch.Tensor:
     """Hinge on how far the decoded chroma [N,2,h,w] exceeds the truth's (averaged down to h, w) beyond margin, over
     AB_SCALE. An overshoot above 20 is itself an ab error above 20, so this penalises exactly what evaluate's
-    false-colour figure counts (confident wrong colour) while leaving an undershoot, which the bin loss corrects, free."""
+    false-colour figure counts (confident wrong colour); an undershoot is left to the bin loss."""
     target = F.adaptive_avg_pool2d(true_ab, mean_ab.shape[-2:])
     overshoot = torch.linalg.vector_norm(mean_ab.float(), dim=1) - torch.linalg.vector_norm(target, dim=1)
     return F.relu(overshoot - margin).mean() / AB_SCALE
