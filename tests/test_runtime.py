@@ -181,6 +181,22 @@ def test_merge_in_strips_equals_one_pass(tiny_model, monkeypatch):
     np.testing.assert_array_equal(in_place, striped)
 
 
+
+def test_merge_threads_change_nothing_but_speed(monkeypatch):
+    image = textured_image(300, 400)
+    ab = np.random.default_rng(3).normal(0, 30, (2, 75, 100)).astype(np.float32)
+    monkeypatch.setattr(color, "BAND_PIXELS", 400 * 9)  # 34 bands, an odd number, the last one short
+    monkeypatch.setattr(color, "MERGE_THREADS", 1)
+    one = color.merge_ab(image, ab)
+    monkeypatch.setattr(color, "MERGE_THREADS", 3)
+    np.testing.assert_array_equal(color.merge_ab(image, ab), one)
+    monkeypatch.setattr(color, "STRIP_PIXELS", 400 * 50)  # strips of 50 rows, each split among the threads
+    in_place = image.copy()
+    assert color.merge_ab(in_place, ab, out=in_place) is in_place
+    np.testing.assert_array_equal(in_place, one)
+    with pytest.raises(ValueError):  # a failing band is the caller's error, after every thread has stopped
+        color.merge_ab(image, ab, out=np.empty((300, 399, 3), np.uint8))
+
 # ---------------------------------------------------------------- the README's Python API snippet
 
 def readme_python_api(text: str) -> str | None:

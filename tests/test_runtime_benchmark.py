@@ -30,7 +30,7 @@ def test_benchmark_json_report(tiny32, capsys):
     assert [p["frame"] for p in report["pipeline"]] == ["640x480", "1280x720"]
     assert report["pipeline"][0]["model_size"] == "32x43"
     for row in report["pipeline"]:  # both timed (no comparison: 3 runs on a shared machine order nothing)
-        assert row["image_path_ms"] > 0 and row["median_ms"] > 0
+        assert row["image_path_ms"] > 0 and row["image_path_cpu_ms"] > 0 and row["median_ms"] > 0
     # the webcam's own loop over a generated clip: every frame through
     assert [(w["model"], w["frame"], w["frames"]) for w in report["webcam"]] == [
         ("tiny", "640x480", 12), ("tiny", "1280x720", 12)]
