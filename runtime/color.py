@@ -24,7 +24,8 @@ STRIP_PIXELS = 1 << 22  # the merge works on horizontal strips of about this man
 BAND_PIXELS = 1 << 15
 # ... and the bands of a strip go to this many threads (OpenCV and numpy release the GIL). OpenCV's own threads do not
 # help here: a band is too small for them. At 640x480, same CPU: 3.2 ms of wall time per merge in one thread, 2.05 ms
-# in two, for the same CPU time (3.5-4.1 ms)
+# in two, for the same CPU time (3.5-4.1 ms). Pipelines that keep the other core busy with the model pass threads=1
+# (webcam 640x480: 90-94 fps with one merge thread, 83-90 with two)
 MERGE_THREADS = min(2, os.cpu_count() or 1)
 _pool: ThreadPoolExecutor | None = None
 _pool_pid = 0
@@ -122,15 +123,16 @@ def lab_to_bgr(lab: np.ndarray, dst: np.ndarray | None = None) -> np.ndarray:
 
 
 def merge_ab(source: np.ndarray, ab_small: np.ndarray, out: np.ndarray | None = None,
-             out_dtype=np.uint8) -> np.ndarray:
+             out_dtype=np.uint8, threads: int | None = None) -> np.ndarray:
     """Full-resolution colour image from the L* of `source` at full resolution and a*, b* [2, h, w] at any size.
 
     source: the original image (see lightness), whose L* is computed here strip by strip, never as a whole.
     out: optional HxWx3 uint8/uint16 array to write into; it may be `source` itself (each strip is read first).
     Per strip, ab (both planes in one resize) is bilinearly upsampled; per band of it, the source's L* and that ab
     go through OpenCV's float Lab2BGR, then are scaled, rounded and saturated (which clips out-of-gamut colours)
-    into `out` in one pass. The bands of a strip are shared among MERGE_THREADS threads (each band's rows are read
-    and written by one thread, so out may still be source).
+    into `out` in one pass. The bands of a strip are shared among `threads` threads (default merge_threads(); each
+    band's rows are read and written by one thread, so out may still be source). Pipelines that run the model on
+    another thread meanwhile (the webcam, videos) pass 1: the model has the other core.
     """
     height, width = source.shape[:2]
     if out is None:
@@ -147,13 +149,18 @@ def merge_ab(source: np.ndarray, ab_small: np.ndarray, out: np.ndarray | None = 
                 bgr = lab_to_bgr(lab, dst=lab)
                 out[y0 + b0:y0 + b1] = cv2.addWeighted(bgr, peak, bgr, 0.0, 0.0, dtype=depth)
 
-        _run_split(merge_bands, list(strips(y1 - y0, width, BAND_PIXELS)))
+        _run_split(merge_bands, list(strips(y1 - y0, width, BAND_PIXELS)), threads or merge_threads())
     return out
 
 
-def _run_split(work, items: list) -> None:
-    """work(items) with items split into MERGE_THREADS contiguous parts run at once (this thread runs the first)."""
-    parts = min(MERGE_THREADS, len(items))
+def merge_threads() -> int:
+    """MERGE_THREADS, or fewer where OpenCV was told to use fewer (cv2.setNumThreads: Ray actors set their share)."""
+    return max(1, min(MERGE_THREADS, cv2.getNumThreads()))
+
+
+def _run_split(work, items: list, threads: int) -> None:
+    """work(items) with items split into `threads` contiguous parts run at once (this thread runs the first)."""
+    parts = min(threads, len(items))
     if parts <= 1:
         work(items)
         return
@@ -173,6 +180,6 @@ def _merge_pool() -> ThreadPoolExecutor:
     global _pool, _pool_pid
     with _pool_lock:
         if _pool is None or _pool_pid != os.getpid():
-            _pool = ThreadPoolExecutor(max_workers=max(1, MERGE_THREADS - 1), thread_name_prefix="merge")
+            _pool = ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 1) - 1), thread_name_prefix="merge")
             _pool_pid = os.getpid()
         return _pool

@@ -58,7 +58,8 @@ def colorized_frames(model: ColorizerModel, frames):
     """(frame, colorized frame) for each frame, in order: the image path of model.colorize_bgr in two halves that
     overlap. A worker thread runs the model's half (contract.image_ab: L* at the model's size, the model) on the
     next frame while this thread merges the current one (color.merge_ab) and the caller writes it; ONNX Runtime and
-    OpenCV release the GIL, so both cores stay busy. The first frame's size is checked before the model sees it."""
+    OpenCV release the GIL, so both cores stay busy (which is why the merge keeps to one thread). The first frame's
+    size is checked before the model sees it."""
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="model") as pool:
         ahead = None
         for frame in frames:
@@ -66,10 +67,10 @@ def colorized_frames(model: ColorizerModel, frames):
                 images.check_shape(*frame.shape[:2])
             running = frame, pool.submit(contract.image_ab, model.predict_ab, frame, model.info)
             if ahead is not None:
-                yield ahead[0], color.merge_ab(ahead[0], ahead[1].result())
+                yield ahead[0], color.merge_ab(ahead[0], ahead[1].result(), threads=1)
             ahead = running
         if ahead is not None:
-            yield ahead[0], color.merge_ab(ahead[0], ahead[1].result())
+            yield ahead[0], color.merge_ab(ahead[0], ahead[1].result(), threads=1)
 
 
 def colorize_video(model: ColorizerModel, path: Path, target: Path, side_by_side: bool) -> None:

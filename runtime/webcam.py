@@ -361,7 +361,7 @@ class LiveColorizer:
         """Merge the model's ab with the frame's full-resolution L*, then record it."""
         began = time.perf_counter()
         self.started = self.started or began
-        colored = color.merge_ab(frame, ab)
+        colored = color.merge_ab(frame, ab, threads=1)  # the model thread has the other core
         self.finished_at = time.perf_counter()
         self.merge_s = 0.9 * self.merge_s + 0.1 * (self.finished_at - began)
         self.processed += 1

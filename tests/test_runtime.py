@@ -186,10 +186,13 @@ def test_merge_threads_change_nothing_but_speed(monkeypatch):
     image = textured_image(300, 400)
     ab = np.random.default_rng(3).normal(0, 30, (2, 75, 100)).astype(np.float32)
     monkeypatch.setattr(color, "BAND_PIXELS", 400 * 9)  # 34 bands, an odd number, the last one short
-    monkeypatch.setattr(color, "MERGE_THREADS", 1)
-    one = color.merge_ab(image, ab)
+    one = color.merge_ab(image, ab, threads=1)
     monkeypatch.setattr(color, "MERGE_THREADS", 3)
+    monkeypatch.setattr(cv2, "getNumThreads", lambda: 8)
+    assert color.merge_threads() == 3
     np.testing.assert_array_equal(color.merge_ab(image, ab), one)
+    monkeypatch.setattr(cv2, "getNumThreads", lambda: 1)  # cv2.setNumThreads(1), as a Ray actor with 1 CPU does
+    assert color.merge_threads() == 1
     monkeypatch.setattr(color, "STRIP_PIXELS", 400 * 50)  # strips of 50 rows, each split among the threads
     in_place = image.copy()
     assert color.merge_ab(in_place, ab, out=in_place) is in_place
