@@ -13,11 +13,13 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
 from skimage.color import rgb2lab
 
+from runtime import color
 from tests.conftest import REPO, make_tiny_colorizer, run_main, run_module
 from tests.flowers_fixture import CLASSES, GENERAL_CLASSES, GENERAL_PER_CLASS
 from train import losses, metrics
@@ -242,6 +244,22 @@ def test_colorizer_fit_on_a_plain_image_folder(tiny_data, tmp_path, capfd):
              "--run-dir", tmp_path / "crun", "--cache-dir", tmp_path / "cache")
     meta = load_checkpoint(tmp_path / "c.pt")["meta"]
     assert meta["training_data"].startswith("images under") and meta["domain"] == "custom"
+
+
+def test_damaged_grid_shows_the_models_colouring_the_print_itself(tiny_data, tmp_path, capfd):
+    model = make_tiny_colorizer(tmp_path / "tiny.onnx")
+    grid = tmp_path / "prints.png"
+    run_main(capfd, "train.colorizer", "evaluate", "--onnx", model, "--data", tiny_data, "--sets", "flowers",
+             "--limit", "2", "--damage", "--grid", grid, "--grid-images", "2", "--grid-with", model,
+             "--cache-dir", tmp_path / "cache")
+    picture = cv2.imread(str(grid))
+    side = 256  # flowers are scored at 256 x 256: four columns of two rows under a 28 px title
+    assert picture.shape == (28 + 2 * side, 4 * side, 3)
+    lightness = [color.lightness(picture[28:, i * side:(i + 1) * side]) for i in range(4)]
+    printed, other, this, truth = lightness
+    assert np.abs(printed - truth).mean() > 3  # the print is damaged ...
+    for coloured in (other, this):  # ... and both models keep its damage: what a user colouring the scan gets
+        assert np.abs(coloured - printed).mean() < 1.0
 
 
 def test_evaluate_grid_is_not_replaced_without_overwrite(tiny_data, tmp_path, capfd):

@@ -349,7 +349,7 @@ def evaluate(args):
         title = f"{name} {args.subset} ({result['images']} images, {size or 'own'} px{protocol})"
         print(f"{title}\n{evaluation.format_table(result, label)}\n", file=sys.stderr if args.json else sys.stdout)
     if args.grid:
-        write_comparison_grid(args, grid_rows, Path(args.checkpoint or args.onnx).name, device)
+        write_comparison_grid(args, grid_rows, (predict_ab, info, Path(args.checkpoint or args.onnx).name), device)
     if args.json:
         print(evaluation.json_line(results))
 
@@ -391,24 +391,26 @@ def tune(args):
     print(f"chosen on valid: {json.dumps(best)} -> {args.out or args.checkpoint}")
 
 
-def write_comparison_grid(args, pairs, label, device):
-    """gray input | --grid-with model | this model | ground truth, one row per kept image; with --damage the input
-    is the damaged print both models saw."""
+def write_comparison_grid(args, pairs, model, device):
+    """gray input | --grid-with model | this model (predict_ab, info, label) | ground truth, one row per kept image.
+    With --damage the input is the damaged print and both models colour the print itself, its damage included (what
+    a user who scans it gets; the scores judge the same colours merged with the clean L*)."""
     if args.grid.exists() and not args.overwrite:
         raise engine.UsageError(f"{args.grid} exists; pass --overwrite to replace it")
     names, truths = [name for name, _, _ in pairs], [truth for _, truth, _ in pairs]
+    predict_ab, info, label = model
     if args.damage:
-        prints = [cv2.cvtColor(evaluation.damaged_print(t, n), cv2.COLOR_GRAY2BGR) for n, t in zip(names, truths)]
-        columns = [("damaged print", prints)]
+        inputs = [cv2.cvtColor(evaluation.damaged_print(t, n), cv2.COLOR_GRAY2BGR) for n, t in zip(names, truths)]
+        columns = [("damaged print", inputs), (label, [contract.colorize(predict_ab, p, info) for p in inputs])]
     else:
-        columns = [("gray input", [contract.gray_baseline(t) for t in truths])]
+        inputs = truths
+        columns = [("gray input", [contract.gray_baseline(t) for t in truths]),
+                   (label, [output for _, _, output in pairs])]
     if args.grid_with:
         other, other_info, _ = load_predictor(args.grid_with, device)
         other_label = Path(args.grid_with).name  # file names: two checkpoints of one preset stay apart
-        colorize_other = ((lambda t, n: evaluation.colorize_damaged(other, t, other_info, n)) if args.damage
-                          else (lambda t, n: contract.colorize(other, t, other_info)))
-        columns.append((other_label, [colorize_other(t, n) for n, t in zip(names, truths)]))
-    columns += [(label, [output for _, _, output in pairs]), ("ground truth", truths)]
+        columns.insert(1, (other_label, [contract.colorize(other, image, other_info) for image in inputs]))
+    columns.append(("ground truth", truths))
     evaluation.write_grid(args.grid, columns)
     print(f"grid written to {args.grid}", file=sys.stderr)
 
