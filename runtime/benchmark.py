@@ -83,30 +83,30 @@ def cpu_info() -> dict:
     return {"name": name, "cores": default_threads(), "instruction_sets": sets if flags else ["unknown"]}
 
 
-def median_ms(run, repeat: int, budget: float) -> tuple[float, int]:
-    run()  # warm-up: first-run allocations, kernel selection
-    times, start = [], time.perf_counter()
-    while len(times) < repeat:
-        began = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - began)
-        if len(times) >= 3 and time.perf_counter() - start > budget:
-            break
-    return statistics.median(times) * 1000.0, len(times)
-
-
-def image_path_ms(run, repeat: int, budget: float) -> tuple[float, float]:
-    """(median wall ms, mean CPU ms of the whole process) of the image path: cheap, so 10x the runs of a model figure
-    (short runs are noisy). CPU time counts every thread: the merge runs on color.MERGE_THREADS of them."""
+def timed_runs(run, count: int, budget: float) -> tuple[list[float], list[float]]:
+    """(wall seconds, process CPU seconds) of up to `count` runs after one warm-up (first-run allocations, kernel
+    selection), stopping once past `budget` seconds with at least 3 runs."""
     run()
     walls, cpus, start = [], [], time.perf_counter()
-    while len(walls) < 10 * repeat:
+    while len(walls) < count:
         wall, cpu = time.perf_counter(), time.process_time()
         run()
         walls.append(time.perf_counter() - wall)
         cpus.append(time.process_time() - cpu)
         if len(walls) >= 3 and time.perf_counter() - start > budget:
             break
+    return walls, cpus
+
+
+def median_ms(run, repeat: int, budget: float) -> tuple[float, int]:
+    walls, _ = timed_runs(run, repeat, budget)
+    return statistics.median(walls) * 1000.0, len(walls)
+
+
+def image_path_ms(run, repeat: int, budget: float) -> tuple[float, float]:
+    """(median wall ms, mean CPU ms of the whole process) of the image path: cheap, so 10x the runs of a model figure
+    (short runs are noisy). CPU time counts every thread: the merge runs on color.merge_threads() of them."""
+    walls, cpus = timed_runs(run, 10 * repeat, budget)
     return statistics.median(walls) * 1000.0, statistics.fmean(cpus) * 1000.0
 
 
@@ -168,7 +168,8 @@ def pipeline_rows(model: ColorizerModel, label: str, repeat: int, budget: float)
         ms, runs = median_ms(lambda: model.colorize_bgr(frame), repeat, budget)
         rows.append({"model": label, "frame": f"{width}x{height}",
                      "model_size": "x".join(map(str, model.model_size(height, width))),
-                     "image_path_ms": image_ms, "image_path_cpu_ms": image_cpu_ms, "median_ms": ms, "fps": 1000.0 / ms, "runs": runs})
+                     "image_path_ms": image_ms, "image_path_cpu_ms": image_cpu_ms, "median_ms": ms,
+                     "fps": 1000.0 / ms, "runs": runs})
     return rows
 
 

@@ -26,7 +26,7 @@ BAND_PIXELS = 1 << 15
 # help here: a band is too small for them. At 640x480, same CPU: 3.2 ms of wall time per merge in one thread, 2.05 ms
 # in two, for the same CPU time (3.5-4.1 ms). Pipelines that keep the other core busy with the model pass threads=1
 # (webcam 640x480: 90-94 fps with one merge thread, 83-90 with two)
-MERGE_THREADS = min(2, os.cpu_count() or 1)
+MERGE_THREADS = 2  # at most; merge_threads() also keeps to OpenCV's thread count
 _pool: ThreadPoolExecutor | None = None
 _pool_pid = 0
 _pool_lock = threading.Lock()

@@ -181,7 +181,6 @@ def test_merge_in_strips_equals_one_pass(tiny_model, monkeypatch):
     np.testing.assert_array_equal(in_place, striped)
 
 
-
 def test_merge_threads_change_nothing_but_speed(monkeypatch):
     image = textured_image(300, 400)
     ab = np.random.default_rng(3).normal(0, 30, (2, 75, 100)).astype(np.float32)
@@ -199,6 +198,7 @@ def test_merge_threads_change_nothing_but_speed(monkeypatch):
     np.testing.assert_array_equal(in_place, one)
     with pytest.raises(ValueError):  # a failing band is the caller's error, after every thread has stopped
         color.merge_ab(image, ab, out=np.empty((300, 399, 3), np.uint8))
+
 
 # ---------------------------------------------------------------- the README's Python API snippet
 
