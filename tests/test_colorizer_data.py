@@ -69,6 +69,17 @@ def test_damaged_crops_keep_the_clean_colour():
     assert not torch.isfinite(DamagedCrops(images, v2.CenterCrop(32), damage=0.0)[1][1]).any()
 
 
+def test_a_source_weighed_on_its_own_leaves_its_set():
+    from train.colorizer import split_sources
+
+    paths, sources = ["a1", "c1", "a2", "w1", "c2"], ["a", "cars", "a", "weather", "cars"]
+    assert split_sources("photos", paths, sources, {"photos": 0.2}) == [("photos", paths)]
+    assert split_sources("photos", paths, sources, {"photos/cars": 1, "general/a": 2, "photos/boats": 1}) == [
+        ("photos", ["a1", "a2", "w1"]), ("photos/cars", ["c1", "c2"])]
+    assert split_sources("photos", paths, sources, {f"photos/{s}": 1 for s in ("a", "cars", "weather")}) == [
+        ("photos/a", ["a1", "a2"]), ("photos/cars", ["c1", "c2"]), ("photos/weather", ["w1"])]
+
+
 @pytest.mark.slow
 def test_fit_on_a_mix_with_damage_then_evaluate_both_protocols(tiny_data, tmp_path, capfd):
     from train.models import build_colorizer
@@ -77,15 +88,18 @@ def test_fit_on_a_mix_with_damage_then_evaluate_both_protocols(tiny_data, tmp_pa
     model = build_colorizer("default", temperature=0.38)
     torch.save({"model": model.state_dict(), "meta": {"preset": "default", "model_kwargs": {"temperature": 0.38,
                 "num_bins": len(model.bins)}}}, init)
-    run_main(capfd, "train.colorizer", "fit", "--data", tiny_data, "--init", init, "--mix", "flowers=0.5,general=2",
+    run_main(capfd, "train.colorizer", "fit", "--data", tiny_data, "--init", init, "--mix",
+               "flowers=0.5,general=2,general/people=3",
                "--damage", "0.5", "--epochs", "1", "--batch-size", "8", "--image-size", "32", "--workers", "0",
                "--amp", "off", "--valid-images", "8", "--out", tmp_path / "c.pt", "--run-dir", tmp_path / "run",
                "--cache-dir", tmp_path / "cache")
     record = json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[-1])
     assert {"valid_general_false_colour", "valid_general_damaged_psnr", "valid_flowers_damaged_gray_psnr"} <= set(record)
     meta = torch.load(tmp_path / "c.pt", weights_only=True)["meta"]
-    assert meta["recipe"]["mix"] == {"flowers": 0.5, "general": 2.0} and meta["damage"] == 0.5
+    assert meta["recipe"]["mix"] == {"flowers": 0.5, "general": 2.0, "general/people": 3.0}
+    assert meta["damage"] == 0.5
     assert "x0.5/epoch" in meta["training_data"] and "x2/epoch" in meta["training_data"]
+    assert "general/people train (3, x3/epoch)" in meta["training_data"]  # the source apart from its set
     results = {}
     for protocol in ([], ["--damage"]):
         out = run_main(capfd, "train.colorizer", "evaluate", "--checkpoint", tmp_path / "c.pt", "--data", tiny_data,

@@ -65,7 +65,7 @@ def probability(text: str) -> float:
 
 
 def parse_mix(text: str) -> dict[str, float]:
-    """'flowers=0.5,general=1,photos=1' -> {set: passes per epoch}."""
+    """'flowers=0.5,general=1,photos=0.2,photos/cars=1' -> {set or set/source: passes per epoch}."""
     mix = {}
     for part in filter(None, text.split(",")):
         name, equals, value = part.partition("=")
@@ -82,15 +82,24 @@ def training_sets(args) -> list[tuple[str, list]]:
     if args.data and args.sources in ("all", "flowers"):
         sets.append(("flowers", datasets.flowers_subset(args.data, "train", args.split, limit=args.limit)[0]))
     if args.data and args.sources in ("all", "general") and (datasets.has_general(args.data) or args.sources == "general"):
-        sets.append(("general", datasets.general_subset(args.data, "train", limit=args.limit)[0]))
+        sets += split_sources("general", *datasets.general_subset(args.data, "train", limit=args.limit)[:2], args.mix)
     if args.photos:
-        sets.append(("photos", datasets.indexed_subset(datasets.photos_dir(args.photos), "train", limit=args.limit)[0]))
+        folder = datasets.photos_dir(args.photos)
+        sets += split_sources("photos", *datasets.indexed_subset(folder, "train", limit=args.limit)[:2], args.mix)
     if args.images:
         sets.append(("images", datasets.find_images(args.images, limit=args.limit)))
     unknown = set(args.mix) - {name for name, _ in sets}
     if unknown:
         raise engine.UsageError(f"--mix names {', '.join(sorted(unknown))}, which this run does not train on")
     return sets
+
+
+def split_sources(name: str, paths, sources, mix) -> list[tuple[str, list]]:
+    """An indexed set as one mix entry, less the sources --mix weighs on their own ('photos/cars=1'), which become
+    entries of their own: a source the model gets wrong can be seen more often without its whole set."""
+    own = sorted({key.partition("/")[2] for key in mix if key.startswith(name + "/")} & set(sources))
+    rest = [p for p, s in zip(paths, sources) if s not in own]
+    return [(name, rest)] * bool(rest) + [(f"{name}/{s}", [p for p, t in zip(paths, sources) if t == s]) for s in own]
 
 
 def describe_mix(sets, mix, images=None) -> str:
@@ -473,7 +482,8 @@ def add_fit_arguments(f) -> None:
                    "the mix as the set 'images'")
     f.add_argument("--mix", type=parse_mix, default={}, metavar="SET=PASSES,...",
                    help="passes per epoch of each set (flowers, general, photos, images; default 1 each), e.g. "
-                        "flowers=0.5,general=1,photos=1")
+                        "flowers=0.5,general=1,photos=1; SET/SOURCE weighs one source of general or photos on its "
+                        "own, e.g. photos=0.2,photos/cars=1")
     f.add_argument("--damage", type=probability, default=0.0, metavar="P",
                    help="share of crops the network sees as damaged old prints (train.degrade); the target stays "
                         "the clean colour (0.4's recipe: 0.5)")
