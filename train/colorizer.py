@@ -99,7 +99,8 @@ def split_sources(name: str, paths, sources, mix) -> list[tuple[str, list]]:
     entries of their own: a source the model gets wrong can be seen more often without its whole set."""
     own = sorted({key.partition("/")[2] for key in mix if key.startswith(name + "/")} & set(sources))
     rest = [p for p, s in zip(paths, sources) if s not in own]
-    return [(name, rest)] * bool(rest) + [(f"{name}/{s}", [p for p, t in zip(paths, sources) if t == s]) for s in own]
+    apart = [(f"{name}/{s}", [p for p, t in zip(paths, sources) if t == s]) for s in own]
+    return ([(name, rest)] if rest else []) + apart
 
 
 def describe_mix(sets, mix, images=None) -> str:
